@@ -1,0 +1,273 @@
+//! The command line's shape: every command, flag and environment fallback.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A credential proxy for AI agents: agents name secrets, agentsecrets makes the call.
+#[derive(Debug, Parser)]
+#[command(name = "agentsecrets", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the home, vault and default project (safe to run again).
+    Init(InitArgs),
+    /// Show where things are and whether the proxy runs.
+    Status,
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage secrets of the current project.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Workspace settings and the domain allowlist.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Make one API call with secrets injected (through the running proxy, or in-process).
+    Call(Box<CallArgs>),
+    /// Run, inspect and stop the local proxy.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Never ask anything (the default when stdin or stdout is not a terminal).
+    #[arg(long)]
+    pub non_interactive: bool,
+}
+
+/// `project ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// Project name.
+        name: String,
+    },
+    /// List projects.
+    List,
+    /// Link the current directory to a project (writes .agentsecrets/project.json).
+    Use {
+        /// Project name.
+        name: String,
+    },
+    /// Delete a project and its secrets.
+    Delete {
+        /// Project name.
+        name: String,
+        /// Delete even when the project still holds secrets.
+        #[arg(long, alias = "confirm", alias = "yes")]
+        force: bool,
+    },
+}
+
+/// `secrets ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store secrets: `KEY=value ...`, or `KEY` alone to read the value from stdin when
+    /// piped, else from a hidden prompt (so it stays out of shell history).
+    Set {
+        /// `KEY=value` or `KEY`.
+        #[arg(required = true, value_name = "KEY[=VALUE]")]
+        entries: Vec<String>,
+    },
+    /// Print one secret's value (for people; agents should use call or env).
+    Get {
+        /// Secret name.
+        key: String,
+    },
+    /// List secret names (never values).
+    List,
+    /// Delete a secret.
+    Delete {
+        /// Secret name.
+        key: String,
+    },
+    /// Import a dotenv file (or stdin when FILE is omitted or `-`).
+    Import {
+        /// The file to import.
+        file: Option<PathBuf>,
+    },
+    /// Print the names of the project's secrets as `KEY=` lines, ready for a .env template.
+    ExportNames,
+}
+
+/// `workspace ...`.
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// The domains the proxy may call.
+    #[command(subcommand)]
+    Allowlist(AllowlistCommand),
+}
+
+/// `workspace allowlist ...`.
+#[derive(Debug, Subcommand)]
+pub enum AllowlistCommand {
+    /// Allow domains.
+    Add {
+        /// Hosts such as api.stripe.com (no scheme, path or port).
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Remove a domain.
+    Remove {
+        /// The host to remove.
+        domain: String,
+    },
+    /// List allowed domains.
+    List,
+    /// Show every change made to the allowlist.
+    Log,
+}
+
+/// Output of `call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallOutput {
+    /// `HTTP <code>`, a blank line, the body.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Target URL (https, or http to loopback with local HTTP allowed).
+    #[arg(long)]
+    pub url: String,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Inject KEY as `Authorization: Bearer <value>`.
+    #[arg(long, value_name = "KEY")]
+    pub bearer: Vec<String>,
+    /// Inject KEY (`user:pass`) as `Authorization: Basic ...`.
+    #[arg(long, value_name = "KEY")]
+    pub basic: Vec<String>,
+    /// Inject KEY as header NAME.
+    #[arg(long, value_name = "NAME=KEY")]
+    pub header: Vec<String>,
+    /// Inject KEY as query parameter NAME.
+    #[arg(long, value_name = "NAME=KEY")]
+    pub query: Vec<String>,
+    /// Inject KEY at a dotted path of the JSON body.
+    #[arg(long, value_name = "PATH=KEY")]
+    pub body_field: Vec<String>,
+    /// Inject KEY as a form field.
+    #[arg(long, value_name = "FIELD=KEY")]
+    pub form_field: Vec<String>,
+    /// Declare the calling agent's name.
+    #[arg(long, env = "AGENTSECRETS_AGENT_ID", value_name = "NAME")]
+    pub agent_id: Option<String>,
+    /// Agent token (`agt_...`), or a `<NAME>_TOKEN` reference.
+    #[arg(long, env = "AGENTSECRETS_TOKEN", value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Session id tying this call to an agent run.
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+    /// Output format: text or json.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: CallOutput,
+    /// Seconds to wait for the whole call.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// `proxy ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Run the proxy in the foreground.
+    Start(ProxyStartArgs),
+    /// Is the proxy running? Port, pid, uptime, calls served.
+    Status,
+    /// Stop the running proxy.
+    Stop,
+    /// Recent audit entries (JSON Lines when stdout is not a terminal).
+    Logs(Box<LogFilters>),
+}
+
+/// `proxy start`.
+#[derive(Debug, Args)]
+pub struct ProxyStartArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, env = "AGENTSECRETS_PORT", default_value_t = 8765)]
+    pub port: u16,
+    /// Allow plain-HTTP calls to loopback targets (for local testing).
+    #[arg(long, env = "AGENTSECRETS_ALLOW_LOCAL_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_local_http: bool,
+    /// Do not require X-AS-Session-Token on /proxy (any local process may call).
+    #[arg(long)]
+    pub no_session_token: bool,
+}
+
+/// `log ...`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// List audit entries.
+    List(Box<LogFilters>),
+}
+
+/// Output of `log list` and `proxy logs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per entry.
+    Table,
+    /// A JSON array.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// Filters shared by `log list` and `proxy logs`.
+#[derive(Debug, Args)]
+pub struct LogFilters {
+    /// Only these identity levels (anonymous, declared, issued).
+    #[arg(long, value_name = "LEVEL")]
+    pub identity: Vec<String>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only calls that used this secret.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Only calls to this domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Only this status: OK, BLOCKED or ERROR.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this reason slug.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only this session id.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Only entries since: 15m, 2h, 7d or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only entries before: 15m, 2h, 7d or an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The most recent N entries.
+    #[arg(long, default_value_t = 50)]
+    pub last: usize,
+    /// Output format (default: table on a terminal, JSON Lines otherwise).
+    #[arg(long)]
+    pub format: Option<LogFormat>,
+}

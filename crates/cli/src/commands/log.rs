@@ -1,0 +1,150 @@
+//! `log list` (and `proxy logs`, which shares it).
+
+use std::io::Write;
+
+use agentsecrets_core::audit::{AuditEntry, CallStatus};
+use agentsecrets_core::identity::IdentityLevel;
+use agentsecrets_store::{AuditLog, AuditQuery};
+
+use crate::UsageError;
+use crate::cli::{LogCommand, LogFilters, LogFormat};
+use crate::commands::home;
+use crate::output::stdout_is_terminal;
+
+/// Runs a `log` subcommand.
+pub fn run(command: LogCommand) -> anyhow::Result<()> {
+    match command {
+        LogCommand::List(filters) => list(&filters),
+    }
+}
+
+/// Prints the entries that match the filters.
+pub fn list(filters: &LogFilters) -> anyhow::Result<()> {
+    let query = query(filters)?;
+    let audit = AuditLog::open(&home()?)?;
+    let entries = audit.query(&query)?;
+    let format = filters.format.unwrap_or(if stdout_is_terminal() {
+        LogFormat::Table
+    } else {
+        LogFormat::Jsonl
+    });
+
+    let mut out = std::io::stdout().lock();
+    match format {
+        LogFormat::Table => {
+            for entry in &entries {
+                writeln!(out, "{}", entry.one_line())?;
+            }
+        }
+        LogFormat::Jsonl => {
+            for entry in &entries {
+                serde_json::to_writer(&mut out, entry)?;
+                writeln!(out)?;
+            }
+        }
+        LogFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &entries)?;
+            writeln!(out)?;
+        }
+        LogFormat::Csv => write_csv(&mut out, &entries)?,
+    }
+    Ok(())
+}
+
+fn query(filters: &LogFilters) -> anyhow::Result<AuditQuery> {
+    let identity = filters
+        .identity
+        .iter()
+        .map(|raw| {
+            IdentityLevel::parse(&raw.to_ascii_lowercase()).ok_or_else(|| {
+                UsageError(format!("--identity {raw:?}: use anonymous, declared or issued"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let status = filters
+        .status
+        .as_deref()
+        .map(|raw| {
+            CallStatus::parse(raw)
+                .ok_or_else(|| UsageError(format!("--status {raw:?}: use OK, BLOCKED or ERROR")))
+        })
+        .transpose()?;
+    Ok(AuditQuery {
+        last: Some(filters.last),
+        secret: filters.secret.clone(),
+        agent: filters.agent.clone(),
+        identity,
+        status,
+        domain: filters.domain.clone(),
+        reason: filters.reason.clone(),
+        session: filters.session.clone(),
+        since: filters.since.as_deref().map(|s| time_bound("--since", s)).transpose()?,
+        until: filters.until.as_deref().map(|s| time_bound("--until", s)).transpose()?,
+    })
+}
+
+/// `15m`, `2h`, `7d`, `30s` ago, or an RFC 3339 time, as the log's timestamp form.
+fn time_bound(flag: &str, raw: &str) -> anyhow::Result<String> {
+    let bad = || UsageError(format!("{flag} {raw:?}: use 15m, 2h, 7d or an RFC 3339 time"));
+    if let Ok(ts) = raw.parse::<jiff::Timestamp>() {
+        return Ok(agentsecrets_store::format_timestamp(ts));
+    }
+    let (number, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let amount: i64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        "d" => amount * 86_400,
+        _ => return Err(bad().into()),
+    };
+    let then = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(seconds))
+        .map_err(|_| bad())?;
+    Ok(agentsecrets_store::format_timestamp(then))
+}
+
+fn write_csv(out: &mut impl Write, entries: &[AuditEntry]) -> std::io::Result<()> {
+    const HEADER: &str = "id,seq,timestamp,workspace,project,agent_id,identity_level,token_id,\
+        session_id,transport,method,target_url,domain,secret_keys,auth_styles,status,reason,\
+        status_code,duration_ms,redacted,policy_snapshot_id,hash";
+    writeln!(out, "{HEADER}")?;
+    for e in entries {
+        let fields = [
+            e.id.clone(),
+            e.seq.to_string(),
+            e.timestamp.clone(),
+            e.workspace.clone(),
+            e.project.clone(),
+            e.agent_id.clone().unwrap_or_default(),
+            e.identity_level.as_str().to_owned(),
+            e.token_id.clone().unwrap_or_default(),
+            e.session_id.clone().unwrap_or_default(),
+            e.transport.as_str().to_owned(),
+            e.method.clone(),
+            e.target_url.clone(),
+            e.domain.clone(),
+            e.secret_keys.join(";"),
+            e.auth_styles.join(";"),
+            e.status.as_str().to_owned(),
+            e.reason.clone(),
+            e.status_code.map(|c| c.to_string()).unwrap_or_default(),
+            e.duration_ms.to_string(),
+            e.redacted.to_string(),
+            e.policy_snapshot_id.clone().unwrap_or_default(),
+            e.hash.clone(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        writeln!(out, "{}", line.join(","))?;
+    }
+    Ok(())
+}
+
+/// RFC 4180 quoting: quote fields holding a comma, quote or line break; double quotes.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}

@@ -1,0 +1,523 @@
+//! The engine: one path for every call, whichever entry point it came through.
+//!
+//! identify -> check the target (URL, scheme, allowlist, SSRF) -> record the call ahead
+//! -> resolve secrets -> inject -> forward -> stream back through redaction -> settle the
+//! record. No secret is read from the vault before every policy check has passed and the
+//! write-ahead record is committed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentsecrets_core::audit::{CallStatus, Transport};
+use agentsecrets_core::identity::{Identity, IdentityLevel};
+use agentsecrets_core::inject::{self, InjectError, InjectStyle, Injection};
+use agentsecrets_core::names::{AgentName, SecretKey};
+use agentsecrets_core::net::{Target, TargetError, host_allowed};
+use agentsecrets_core::redact::RedactionSet;
+use agentsecrets_core::refusal::{Refusal, Slug};
+use agentsecrets_core::secret::SecretValue;
+use agentsecrets_store::vault::Project;
+use agentsecrets_store::{AuditLog, NewAuditEntry, Outcome, Vault};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use sha2::{Digest, Sha256};
+
+use crate::forward::{self, Forwarded};
+use crate::resolver::{ClientResolver, SsrfError, VettingResolver};
+
+/// Settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Admit plain-HTTP targets that resolve to loopback (for local testing).
+    pub allow_local_http: bool,
+    /// Time to establish an upstream connection.
+    pub connect_timeout: Duration,
+    /// Time to wait for the upstream's response headers, and between body reads.
+    pub upstream_timeout: Duration,
+    /// Largest request body accepted from a caller.
+    pub max_body_bytes: usize,
+    /// How calls reach this engine.
+    pub transport: Transport,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            allow_local_http: false,
+            connect_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(60),
+            max_body_bytes: 10 * 1024 * 1024,
+            transport: Transport::Http,
+        }
+    }
+}
+
+/// One call as the engine receives it: names of secrets, never values.
+#[derive(Debug, Clone, Default)]
+pub struct CallSpec {
+    /// The target URL as the caller wrote it.
+    pub target: String,
+    /// The HTTP method.
+    pub method: String,
+    /// Headers to forward (the entry point has already removed its own control headers).
+    pub headers: HeaderMap,
+    /// The request body.
+    pub body: Bytes,
+    /// Where each secret goes.
+    pub injections: Vec<Injection>,
+    /// `X-AS-Agent-ID` / `--agent-id`.
+    pub agent_id: Option<String>,
+    /// `X-AS-Agent-Token` / `--token`.
+    pub agent_token: Option<String>,
+    /// `X-AS-Session-ID` / `--session-id`.
+    pub session_id: Option<String>,
+}
+
+/// What the engine knows about the call so far, for its audit entry.
+struct Draft {
+    entry: NewAuditEntry,
+    started: Instant,
+}
+
+/// The engine shared by the proxy, `call`, `env` and MCP.
+pub struct Engine {
+    vault: Arc<Vault>,
+    audit: Arc<AuditLog>,
+    project: Project,
+    resolver: Arc<VettingResolver>,
+    client: reqwest::Client,
+    config: EngineConfig,
+    policy: Mutex<PolicyCache>,
+    calls: AtomicU64,
+}
+
+/// The allowlist as last read, and the snapshot id of that content.
+#[derive(Default)]
+struct PolicyCache {
+    data_version: Option<i64>,
+    allowlist: Arc<Vec<String>>,
+    snapshot: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("project", &self.project.name).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over an open vault and audit log, serving one project.
+    pub fn new(
+        vault: Arc<Vault>,
+        audit: Arc<AuditLog>,
+        project: Project,
+        config: EngineConfig,
+    ) -> Result<Engine, reqwest::Error> {
+        let resolver = Arc::new(VettingResolver::new(config.allow_local_http));
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ClientResolver(resolver.clone())))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.upstream_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .use_rustls_tls()
+            .build()?;
+        Ok(Engine {
+            vault,
+            audit,
+            project,
+            resolver,
+            client,
+            config,
+            policy: Mutex::default(),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// The project this engine serves.
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Number of calls handled so far.
+    pub fn calls_served(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Tells the SSRF guard the proxy's own port, so the proxy never calls itself.
+    pub fn set_own_port(&self, port: u16) {
+        self.resolver.set_own_port(port);
+    }
+
+    /// Runs one call through every check, then forwards it. A refusal has already been
+    /// written to the audit log when it is returned.
+    pub async fn call(&self, spec: CallSpec) -> Result<Forwarded, Refusal> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut draft = self.draft(&spec);
+
+        let result = self.checked_call(spec, &mut draft).await;
+        if let Err(refusal) = &result {
+            self.record_refusal(&draft, refusal);
+        }
+        result
+    }
+
+    /// Writes the audit entry of a call refused before it reached the engine (for
+    /// example a missing session token), with what is known of it.
+    pub fn refuse_early(&self, spec: &CallSpec, refusal: &Refusal) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let draft = self.draft(spec);
+        self.record_refusal(&draft, refusal);
+    }
+
+    async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
+        let identity = identify(&spec)?;
+        draft.entry.agent_id = identity.agent.as_ref().map(|a| a.to_string());
+        draft.entry.identity_level = identity.level;
+
+        let method = parse_method(&spec.method)?;
+        if spec.injections.is_empty() {
+            return Err(Refusal::bad_request(
+                "no injection given: name at least one secret to inject (for example \
+                 X-AS-Inject-Bearer: KEY, or --bearer KEY)",
+            ));
+        }
+        let target = Target::parse(&spec.target).map_err(target_refusal)?;
+        draft.entry.target_url = target.display_without_query();
+        draft.entry.domain = target.domain();
+
+        self.authorize(&target, draft).await?;
+
+        let id = self.audit.begin(&draft.entry).map_err(|err| {
+            tracing::warn!(error = %err, "audit log unavailable; refusing the call");
+            Refusal::new(
+                Slug::AuditUnavailable,
+                format!(
+                    "the audit log cannot be written ({err}); no credential is used without \
+                         its record"
+                ),
+            )
+        })?;
+
+        let outbound = match self.prepare(&spec, &target, method) {
+            Ok(outbound) => outbound,
+            Err(refusal) => {
+                self.settle(&id, draft, &refusal);
+                return Err(refusal);
+            }
+        };
+        let guard = crate::forward::AuditGuard::new(self.audit.clone(), id, draft.started);
+        forward::send(&self.client, outbound, guard, self.config.upstream_timeout).await
+    }
+
+    /// Scheme, allowlist and SSRF, in that order, before anything else happens.
+    async fn authorize(&self, target: &Target, draft: &mut Draft) -> Result<(), Refusal> {
+        let domain = target.domain();
+        let (allowlist, snapshot) = self.policy();
+        draft.entry.policy_snapshot_id = Some(snapshot);
+
+        if !host_allowed(target.host(), &allowlist) {
+            return Err(Refusal::domain_not_allowed(&domain, allowlist.is_empty()));
+        }
+
+        let addrs = self.resolver.vet(target.host(), target.port()).await.map_err(|err| {
+            let slug = match err {
+                SsrfError::Unresolved(_) => Slug::UpstreamError,
+                _ => Slug::SsrfBlocked,
+            };
+            let message = match err {
+                SsrfError::Unresolved(_) => format!("upstream host {domain} does not resolve"),
+                other => other.to_string(),
+            };
+            Refusal { domain: Some(domain.clone()), ..Refusal::new(slug, message) }
+        })?;
+
+        let local_http = self.config.allow_local_http && VettingResolver::all_loopback(&addrs);
+        if !target.is_https() && !local_http {
+            let message = format!(
+                "target {} is plain http; only https targets are called (loopback targets are \
+                 allowed over http with proxy start --allow-local-http)",
+                target.display_without_query()
+            );
+            return Err(Refusal {
+                domain: Some(domain),
+                ..Refusal::new(Slug::InsecureScheme, message)
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the secrets and builds the outbound request. Runs only after every check.
+    fn prepare(
+        &self,
+        spec: &CallSpec,
+        target: &Target,
+        method: Method,
+    ) -> Result<forward::Outbound, Refusal> {
+        let mut values: Vec<(&Injection, SecretValue)> = Vec::with_capacity(spec.injections.len());
+        for injection in &spec.injections {
+            values.push((injection, self.resolve_secret(&injection.key)?));
+        }
+
+        let mut url = target.url().clone();
+        let mut headers = forward::outbound_headers(&spec.headers);
+        let mut body = spec.body.to_vec();
+        for (injection, value) in &values {
+            apply(injection, value, &mut url, &mut headers, &mut body).map_err(inject_refusal)?;
+        }
+        set_default_content_type(&spec.injections, &spec.body, &mut headers);
+
+        let redaction = Arc::new(redaction_set(values.iter().map(|(_, v)| v)));
+        Ok(forward::Outbound { method, url, headers, body: Bytes::from(body), redaction })
+    }
+
+    fn resolve_secret(&self, key: &SecretKey) -> Result<SecretValue, Refusal> {
+        match self.vault.secret(&self.project, key.as_str()) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(Refusal::secret_not_found(key.as_str(), &self.project.name)),
+            Err(err) => {
+                tracing::warn!(error = %err, secret.name = key.as_str(), "vault read failed");
+                Err(Refusal::new(
+                    Slug::VaultUnavailable,
+                    format!("the vault cannot be read: {err}"),
+                ))
+            }
+        }
+    }
+
+    /// The allowlist and its snapshot id, re-read only when the vault changed.
+    fn policy(&self) -> (Arc<Vec<String>>, String) {
+        let version = self.vault.data_version().ok();
+        let mut cache = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.data_version.is_none() || cache.data_version != version {
+            let allowlist: Vec<String> = match self.vault.allowlist() {
+                Ok(entries) => entries.into_iter().map(|e| e.domain).collect(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the allowlist; treating it as empty");
+                    Vec::new()
+                }
+            };
+            let content = serde_json::json!({ "allowlist": allowlist }).to_string();
+            let id = snapshot_id(&content);
+            if let Err(err) = self.audit.save_snapshot(&id, &content) {
+                tracing::warn!(error = %err, "cannot store the policy snapshot");
+            }
+            *cache =
+                PolicyCache { data_version: version, allowlist: Arc::new(allowlist), snapshot: id };
+        }
+        (cache.allowlist.clone(), cache.snapshot.clone())
+    }
+
+    fn draft(&self, spec: &CallSpec) -> Draft {
+        let keys = spec.injections.iter().map(|i| i.key.to_string()).collect();
+        let styles = spec.injections.iter().map(|i| i.style.name().to_owned()).collect();
+        let entry = NewAuditEntry {
+            workspace: self.vault.workspace_id().to_owned(),
+            project: self.project.name.clone(),
+            agent_id: None,
+            identity_level: IdentityLevel::Anonymous,
+            token_id: None,
+            token_fingerprint: None,
+            session_id: spec.session_id.clone().filter(|s| valid_session_id(s)),
+            transport: self.config.transport,
+            method: spec.method.to_ascii_uppercase().chars().take(16).collect(),
+            target_url: String::new(),
+            domain: String::new(),
+            secret_keys: dedup(keys),
+            auth_styles: dedup(styles),
+            policy_snapshot_id: None,
+        };
+        Draft { entry, started: Instant::now() }
+    }
+
+    fn record_refusal(&self, draft: &Draft, refusal: &Refusal) {
+        let outcome = refusal_outcome(draft, refusal);
+        if refusal.slug.is_block() {
+            tracing::info!(reason = refusal.slug.as_str(), target.domain = %draft.entry.domain,
+                "call refused");
+        } else {
+            tracing::info!(reason = refusal.slug.as_str(), target.domain = %draft.entry.domain,
+                "call failed");
+        }
+        if refusal.slug == Slug::AuditUnavailable {
+            return;
+        }
+        if let Err(err) = self.audit.record(&draft.entry, &outcome) {
+            tracing::error!(error = %err, "cannot record a refused call in the audit log");
+        }
+    }
+
+    fn settle(&self, id: &str, draft: &Draft, refusal: &Refusal) {
+        if let Err(err) = self.audit.complete(id, &refusal_outcome(draft, refusal)) {
+            tracing::error!(error = %err, "cannot settle an audit entry");
+        }
+    }
+}
+
+/// Shared flag set when a response had a secret scrubbed from it.
+pub type RedactedFlag = Arc<AtomicBool>;
+
+fn refusal_outcome(draft: &Draft, refusal: &Refusal) -> Outcome {
+    let status = if refusal.slug.is_block() { CallStatus::Blocked } else { CallStatus::Error };
+    Outcome {
+        status,
+        reason: refusal.slug.as_str().to_owned(),
+        status_code: Some(refusal.http_status()),
+        duration_ms: draft.started.elapsed().as_millis() as u64,
+        redacted: false,
+    }
+}
+
+fn identify(spec: &CallSpec) -> Result<Identity, Refusal> {
+    if let Some(token) = spec.agent_token.as_deref().filter(|t| !t.is_empty()) {
+        // Issued tokens are verified against the workspace's agent registry, which this
+        // build does not have yet: refuse rather than trust an unverified token.
+        let _ = token;
+        return Err(Refusal::new(
+            Slug::AgentUnauthorized,
+            "agent token unauthorized: this proxy cannot verify agent tokens yet",
+        ));
+    }
+    match spec.agent_id.as_deref().filter(|a| !a.is_empty()) {
+        None => Ok(Identity::anonymous()),
+        Some(raw) => AgentName::parse(raw)
+            .map(Identity::declared)
+            .map_err(|err| Refusal::bad_request(err.to_string())),
+    }
+}
+
+fn parse_method(raw: &str) -> Result<Method, Refusal> {
+    let upper = raw.to_ascii_uppercase();
+    if upper.is_empty() || upper.len() > 16 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Refusal::bad_request(
+            "invalid HTTP method: use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS",
+        ));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|_| Refusal::bad_request("invalid HTTP method"))
+}
+
+fn target_refusal(err: TargetError) -> Refusal {
+    let slug = match err {
+        TargetError::UnsupportedScheme(_) => Slug::InsecureScheme,
+        _ => Slug::BadRequest,
+    };
+    Refusal::new(slug, format!("invalid target URL: {err}"))
+}
+
+fn inject_refusal(err: InjectError) -> Refusal {
+    Refusal::bad_request(err.to_string())
+}
+
+fn apply(
+    injection: &Injection,
+    value: &SecretValue,
+    url: &mut url::Url,
+    headers: &mut HeaderMap,
+    body: &mut Vec<u8>,
+) -> Result<(), InjectError> {
+    let key = &injection.key;
+    match &injection.style {
+        InjectStyle::Bearer => {
+            let value = inject::bearer_value(key, value)?;
+            set_header(headers, http::header::AUTHORIZATION, &value, key, "bearer")
+        }
+        InjectStyle::Basic => {
+            inject::check_header_safe(key, value, "basic")?;
+            let value = inject::basic_value(key, value)?;
+            set_header(headers, http::header::AUTHORIZATION, &value, key, "basic")
+        }
+        InjectStyle::Header(name) => {
+            inject::check_header_safe(key, value, "header")?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| InjectError::HeaderName(name.clone()))?;
+            set_header(headers, name, value, key, "header")
+        }
+        InjectStyle::Query(param) => inject::apply_query(url, param, key, value),
+        InjectStyle::Body(path) => {
+            *body = inject::apply_json_body(body, path, key, value)?;
+            Ok(())
+        }
+        InjectStyle::Form(field) => {
+            *body = inject::apply_form(body, field, key, value)?;
+            Ok(())
+        }
+    }
+}
+
+fn set_header(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: &SecretValue,
+    key: &SecretKey,
+    style: &'static str,
+) -> Result<(), InjectError> {
+    let mut header = HeaderValue::from_bytes(value.expose()).map_err(|_| InjectError::Value {
+        key: key.to_string(),
+        style,
+        why: "the value holds bytes that cannot stand in an HTTP header",
+    })?;
+    header.set_sensitive(true);
+    headers.insert(name, header);
+    Ok(())
+}
+
+/// `application/json` for body-path injection or a body that parses as JSON, form
+/// encoding for form injection, unless the caller set a type.
+fn set_default_content_type(injections: &[Injection], body: &Bytes, headers: &mut HeaderMap) {
+    if headers.contains_key(http::header::CONTENT_TYPE) {
+        return;
+    }
+    let any = |f: fn(&InjectStyle) -> bool| injections.iter().any(|i| f(&i.style));
+    let content_type = if any(|s| matches!(s, InjectStyle::Form(_))) {
+        "application/x-www-form-urlencoded"
+    } else if any(|s| matches!(s, InjectStyle::Body(_)))
+        || (!body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok())
+    {
+        "application/json"
+    } else {
+        return;
+    };
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+}
+
+/// Every injected value, plus the password half of a `user:pass` value, which an
+/// upstream may echo on its own.
+fn redaction_set<'a>(values: impl Iterator<Item = &'a SecretValue>) -> RedactionSet {
+    let mut patterns: Vec<&[u8]> = Vec::new();
+    for value in values {
+        let bytes = value.expose();
+        patterns.push(bytes);
+        if let Some(at) = bytes.iter().position(|b| *b == b':') {
+            let password = &bytes[at + 1..];
+            if password.len() >= 4 {
+                patterns.push(password);
+            }
+        }
+    }
+    RedactionSet::new(patterns)
+}
+
+/// Session ids are caller-chosen labels: 1 to 128 printable ASCII without spaces.
+fn valid_session_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn dedup(mut items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|item| seen.insert(item.clone()));
+    items
+}
+
+/// `pol_` and the first 16 hex digits of the content's SHA-256: one id per distinct policy.
+fn snapshot_id(content: &str) -> String {
+    let digest = Sha256::digest(content.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("pol_{hex}")
+}

@@ -1,0 +1,428 @@
+//! The audit log database: one entry per call, written ahead of the credential's use.
+//!
+//! A call that may use a credential is recorded in two steps: [`AuditLog::begin`] commits
+//! a `PENDING` entry before the credential leaves the process, and
+//! [`AuditLog::complete`] settles its outcome when the call ends. A call refused before
+//! any secret is read is recorded once, settled, by [`AuditLog::record`]. Each entry
+//! carries the hash of the one before it, so `log verify` can find an edited or removed
+//! entry.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use agentsecrets_core::audit::{AuditEntry, CallStatus, Transport};
+use agentsecrets_core::identity::IdentityLevel;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::home::Home;
+use crate::{Result, StoreError, db};
+
+/// How long a call waits for the audit log's write lock before it is refused with
+/// `audit_unavailable`. Short, because the caller is waiting.
+pub const AUDIT_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the log and the policy snapshots its entries point to.
+    "CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        timestamp TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        project TEXT NOT NULL,
+        agent_id TEXT,
+        identity_level TEXT NOT NULL,
+        token_id TEXT,
+        token_fingerprint TEXT,
+        session_id TEXT,
+        transport TEXT NOT NULL,
+        method TEXT NOT NULL,
+        target_url TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        secret_keys TEXT NOT NULL,
+        auth_styles TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        status_code INTEGER,
+        duration_ms INTEGER NOT NULL,
+        redacted INTEGER NOT NULL,
+        policy_snapshot_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE INDEX audit_log_timestamp ON audit_log (timestamp);
+     CREATE INDEX audit_log_agent ON audit_log (agent_id);
+     CREATE TABLE policy_snapshots (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        content TEXT NOT NULL
+     );",
+];
+
+/// What the engine knows about a call when it starts.
+#[derive(Debug, Clone)]
+pub struct NewAuditEntry {
+    /// Workspace id.
+    pub workspace: String,
+    /// Project name.
+    pub project: String,
+    /// Agent name, `None` when anonymous.
+    pub agent_id: Option<String>,
+    /// Identity level.
+    pub identity_level: IdentityLevel,
+    /// Token id for issued callers.
+    pub token_id: Option<String>,
+    /// Token fingerprint for issued callers.
+    pub token_fingerprint: Option<String>,
+    /// Caller's session id.
+    pub session_id: Option<String>,
+    /// How the call arrived.
+    pub transport: Transport,
+    /// HTTP method.
+    pub method: String,
+    /// Target URL without any injected value.
+    pub target_url: String,
+    /// Target host.
+    pub domain: String,
+    /// Secret names.
+    pub secret_keys: Vec<String>,
+    /// Injection styles.
+    pub auth_styles: Vec<String>,
+    /// Policy snapshot id.
+    pub policy_snapshot_id: Option<String>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Final status.
+    pub status: CallStatus,
+    /// `-` or a slug.
+    pub reason: String,
+    /// HTTP status returned to the caller.
+    pub status_code: Option<u16>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Whether an echo was scrubbed.
+    pub redacted: bool,
+}
+
+/// Filters of `log list` and `proxy logs`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// At most this many of the most recent matching entries.
+    pub last: Option<usize>,
+    /// Only entries that used this secret.
+    pub secret: Option<String>,
+    /// Only entries of this agent.
+    pub agent: Option<String>,
+    /// Only entries with one of these identity levels.
+    pub identity: Vec<IdentityLevel>,
+    /// Only entries with this status.
+    pub status: Option<CallStatus>,
+    /// Only entries to this domain.
+    pub domain: Option<String>,
+    /// Only entries with this reason slug.
+    pub reason: Option<String>,
+    /// Only entries of this session.
+    pub session: Option<String>,
+    /// Only entries at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only entries before this RFC 3339 time.
+    pub until: Option<String>,
+}
+
+/// The open audit log.
+pub struct AuditLog {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating on first use) the audit log under `home`.
+    pub fn open(home: &Home) -> Result<AuditLog> {
+        home.ensure()?;
+        let path = home.audit_db();
+        let conn = db::open(&path, MIGRATIONS, AUDIT_BUSY_TIMEOUT)?;
+        Ok(AuditLog { conn: Mutex::new(conn), path })
+    }
+
+    /// Commits a `PENDING` entry for a call about to use a credential; returns its id.
+    pub fn begin(&self, entry: &NewAuditEntry) -> Result<String> {
+        let pending = Outcome {
+            status: CallStatus::Pending,
+            reason: "-".to_owned(),
+            status_code: None,
+            duration_ms: 0,
+            redacted: false,
+        };
+        self.append(entry, &pending)
+    }
+
+    /// Commits a settled entry for a call that used no credential.
+    pub fn record(&self, entry: &NewAuditEntry, outcome: &Outcome) -> Result<String> {
+        self.append(entry, outcome)
+    }
+
+    /// Settles the outcome of an entry written by [`AuditLog::begin`].
+    pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE audit_log SET status = ?2, reason = ?3, status_code = ?4, \
+                 duration_ms = ?5, redacted = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    outcome.status.as_str(),
+                    outcome.reason,
+                    outcome.status_code,
+                    outcome.duration_ms as i64,
+                    outcome.redacted,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Stores a policy snapshot once per distinct content.
+    pub fn save_snapshot(&self, id: &str, content: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO policy_snapshots (id, created_at, content) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+                params![id, crate::timestamp_now(), content],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The content of a policy snapshot.
+    pub fn snapshot(&self, id: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT content FROM policy_snapshots WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The matching entries, oldest first (the last `query.last` of them).
+    pub fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let (clause, values) = where_clause(query);
+        let limit = query.last.map_or(-1, |n| n as i64);
+        let sql = format!(
+            "SELECT * FROM (SELECT {COLUMNS} FROM audit_log {clause} ORDER BY seq DESC LIMIT {limit}) \
+             ORDER BY seq"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values.iter()), entry_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// The entries after sequence number `after`, oldest first (for `--tail`).
+    pub fn after(&self, after: i64, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let (clause, mut values) = where_clause(query);
+        let joiner = if clause.is_empty() { "WHERE" } else { "AND" };
+        values.push(after.to_string());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log {clause} {joiner} seq > ?{} ORDER BY seq",
+            values.len()
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values.iter()), entry_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn append(&self, entry: &NewAuditEntry, outcome: &Outcome) -> Result<String> {
+        let conn = self.conn();
+        db::immediate(&conn, &self.path, |conn| {
+            let last: Option<(i64, String)> = conn
+                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let (prev_seq, prev_hash) = last.unwrap_or((0, String::new()));
+
+            let mut full = to_entry(entry, outcome, prev_seq + 1, prev_hash);
+            full.hash = full.chain_hash();
+            insert(conn, &full).map_err(|e| self.err(e))?;
+            Ok(full.id)
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // See `Vault::conn`: SQLite keeps the data consistent across a poisoned lock.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::sqlite(&self.path, source)
+    }
+}
+
+const COLUMNS: &str = "seq, id, timestamp, workspace, project, agent_id, identity_level, \
+    token_id, token_fingerprint, session_id, transport, method, target_url, domain, \
+    secret_keys, auth_styles, status, reason, status_code, duration_ms, redacted, \
+    policy_snapshot_id, prev_hash, hash";
+
+fn where_clause(query: &AuditQuery) -> (String, Vec<String>) {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    let mut push = |condition: &str, value: String| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    };
+
+    if let Some(secret) = &query.secret {
+        push("EXISTS (SELECT 1 FROM json_each(secret_keys) WHERE value = ?)", secret.clone());
+    }
+    if let Some(agent) = &query.agent {
+        push("agent_id = ?", agent.clone());
+    }
+    if let Some(status) = query.status {
+        push("status = ?", status.as_str().to_owned());
+    }
+    if let Some(domain) = &query.domain {
+        push("domain = ?", domain.clone());
+    }
+    if let Some(reason) = &query.reason {
+        push("reason = ?", reason.clone());
+    }
+    if let Some(session) = &query.session {
+        push("session_id = ?", session.clone());
+    }
+    if let Some(since) = &query.since {
+        push("timestamp >= ?", since.clone());
+    }
+    if let Some(until) = &query.until {
+        push("timestamp < ?", until.clone());
+    }
+    if !query.identity.is_empty() {
+        let levels: Vec<String> =
+            query.identity.iter().map(|l| format!("'{}'", l.as_str())).collect();
+        conditions.push(format!("identity_level IN ({})", levels.join(",")));
+    }
+
+    if conditions.is_empty() {
+        return (String::new(), values);
+    }
+    (format!("WHERE {}", conditions.join(" AND ")), values)
+}
+
+fn to_entry(entry: &NewAuditEntry, outcome: &Outcome, seq: i64, prev_hash: String) -> AuditEntry {
+    AuditEntry {
+        id: format!("log_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+        seq,
+        timestamp: crate::timestamp_now(),
+        workspace: entry.workspace.clone(),
+        project: entry.project.clone(),
+        agent_id: entry.agent_id.clone(),
+        identity_level: entry.identity_level,
+        token_id: entry.token_id.clone(),
+        token_fingerprint: entry.token_fingerprint.clone(),
+        session_id: entry.session_id.clone(),
+        transport: entry.transport,
+        method: entry.method.clone(),
+        target_url: entry.target_url.clone(),
+        domain: entry.domain.clone(),
+        secret_keys: entry.secret_keys.clone(),
+        auth_styles: entry.auth_styles.clone(),
+        status: outcome.status,
+        reason: outcome.reason.clone(),
+        status_code: outcome.status_code,
+        duration_ms: outcome.duration_ms,
+        redacted: outcome.redacted,
+        policy_snapshot_id: entry.policy_snapshot_id.clone(),
+        prev_hash,
+        hash: String::new(),
+    }
+}
+
+fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    // Serializing a list of strings cannot fail.
+    let keys = serde_json::to_string(&e.secret_keys).unwrap_or_default();
+    let styles = serde_json::to_string(&e.auth_styles).unwrap_or_default();
+    conn.execute(
+        &format!(
+            "INSERT INTO audit_log ({COLUMNS}) VALUES \
+                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                   ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+        ),
+        params![
+            e.seq,
+            e.id,
+            e.timestamp,
+            e.workspace,
+            e.project,
+            e.agent_id,
+            e.identity_level.as_str(),
+            e.token_id,
+            e.token_fingerprint,
+            e.session_id,
+            e.transport.as_str(),
+            e.method,
+            e.target_url,
+            e.domain,
+            keys,
+            styles,
+            e.status.as_str(),
+            e.reason,
+            e.status_code,
+            e.duration_ms as i64,
+            e.redacted,
+            e.policy_snapshot_id,
+            e.prev_hash,
+            e.hash,
+        ],
+    )?;
+    Ok(())
+}
+
+fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let text = |i: usize| row.get::<_, String>(i);
+    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+        Ok(serde_json::from_str(&row.get::<_, String>(i)?).unwrap_or_default())
+    };
+    let transport = match text(10)?.as_str() {
+        "cli" => Transport::Cli,
+        "mcp" => Transport::Mcp,
+        "env" => Transport::Env,
+        _ => Transport::Http,
+    };
+    Ok(AuditEntry {
+        seq: row.get(0)?,
+        id: text(1)?,
+        timestamp: text(2)?,
+        workspace: text(3)?,
+        project: text(4)?,
+        agent_id: row.get(5)?,
+        identity_level: IdentityLevel::parse(&text(6)?).unwrap_or(IdentityLevel::Anonymous),
+        token_id: row.get(7)?,
+        token_fingerprint: row.get(8)?,
+        session_id: row.get(9)?,
+        transport,
+        method: text(11)?,
+        target_url: text(12)?,
+        domain: text(13)?,
+        secret_keys: list(14)?,
+        auth_styles: list(15)?,
+        status: CallStatus::parse(&text(16)?).unwrap_or(CallStatus::Error),
+        reason: text(17)?,
+        status_code: row.get(18)?,
+        duration_ms: row.get::<_, i64>(19)? as u64,
+        redacted: row.get(20)?,
+        policy_snapshot_id: row.get(21)?,
+        prev_hash: text(22)?,
+        hash: text(23)?,
+    })
+}
