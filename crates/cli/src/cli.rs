@@ -31,6 +31,8 @@ pub enum Command {
     Workspace(WorkspaceCommand),
     /// Make one API call with secrets injected (through the running proxy, or in-process).
     Call(Box<CallArgs>),
+    /// Run a command with the project's secrets as environment variables.
+    Env(EnvArgs),
     /// Run, inspect and stop the local proxy.
     #[command(subcommand)]
     Proxy(ProxyCommand),
@@ -185,6 +187,23 @@ pub struct CallArgs {
     /// Seconds to wait for the whole call.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+}
+
+/// `env`.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Declare the calling agent's name.
+    #[arg(long, env = "AGENTSECRETS_AGENT_ID", value_name = "NAME")]
+    pub agent_id: Option<String>,
+    /// Agent token (`agt_...`), or a `<NAME>_TOKEN` reference.
+    #[arg(long, env = "AGENTSECRETS_TOKEN", value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Inject only these secrets (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "K1,K2")]
+    pub only: Vec<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `proxy ...`.

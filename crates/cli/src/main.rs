@@ -43,6 +43,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Secrets(cmd) => commands::secrets::run(cmd),
         Command::Workspace(cmd) => commands::workspace::run(cmd),
         Command::Call(args) => commands::call::run(*args),
+        Command::Env(args) => commands::env::run(args),
         Command::Proxy(cmd) => commands::proxy::run(cmd),
         Command::Log(cmd) => commands::log::run(cmd),
     }

@@ -166,6 +166,7 @@ impl AuditEntry {
         let path = url_path(&self.target_url);
         let outcome = match (self.status, self.status_code) {
             (CallStatus::Ok, Some(code)) => code.to_string(),
+            (CallStatus::Ok, None) => "OK".to_owned(),
             (status, _) => format!("{} {}", status.as_str(), self.reason),
         };
         format!(
@@ -179,7 +180,8 @@ impl AuditEntry {
 }
 
 fn url_path(url: &str) -> &str {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // Entries of `env` name a command, not a URL.
+    let Some((_, after_scheme)) = url.split_once("://") else { return url };
     let path = after_scheme.find('/').map_or("/", |at| &after_scheme[at..]);
     path.split('?').next().unwrap_or(path)
 }

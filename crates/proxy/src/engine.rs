@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
-use crate::forward::{self, Forwarded};
+use crate::forward::{self, AuditGuard, CallSummary, Forwarded};
 use crate::resolver::{ClientResolver, SsrfError, VettingResolver};
 
 /// Settings of an engine.
@@ -213,7 +213,12 @@ impl Engine {
                 return Err(refusal);
             }
         };
-        let guard = crate::forward::AuditGuard::new(self.audit.clone(), id, draft.started);
+        let summary = CallSummary {
+            agent: draft.entry.agent_id.clone().unwrap_or_else(|| "(anonymous)".to_owned()),
+            method: draft.entry.method.clone(),
+            domain: draft.entry.domain.clone(),
+        };
+        let guard = AuditGuard::new(self.audit.clone(), summary, id, draft.started);
         forward::send(&self.client, outbound, guard, self.config.upstream_timeout).await
     }
 

@@ -96,9 +96,21 @@ pub fn outbound_headers(caller: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// Who called what, for the proxy's one log line per call.
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    /// Agent name, or `(anonymous)`.
+    pub agent: String,
+    /// HTTP method.
+    pub method: String,
+    /// Target host.
+    pub domain: String,
+}
+
 /// Settles the audit entry of a forwarded call when its response ends, however it ends.
 pub struct AuditGuard {
     audit: Arc<AuditLog>,
+    summary: CallSummary,
     id: String,
     started: Instant,
     status_code: Option<u16>,
@@ -109,9 +121,15 @@ pub struct AuditGuard {
 
 impl AuditGuard {
     /// A guard for the entry `id`, begun at `started`.
-    pub fn new(audit: Arc<AuditLog>, id: String, started: Instant) -> AuditGuard {
+    pub fn new(
+        audit: Arc<AuditLog>,
+        summary: CallSummary,
+        id: String,
+        started: Instant,
+    ) -> AuditGuard {
         AuditGuard {
             audit,
+            summary,
             id,
             started,
             status_code: None,
@@ -142,8 +160,16 @@ impl AuditGuard {
         if let Err(err) = self.audit.complete(&self.id, &outcome) {
             tracing::error!(error = %err, audit.id = %self.id, "cannot settle an audit entry");
         }
-        tracing::debug!(audit.id = %self.id, status = outcome.status.as_str(),
-            code = ?outcome.status_code, ms = outcome.duration_ms, "call done");
+        tracing::info!(
+            agent.id = %self.summary.agent,
+            http.method = %self.summary.method,
+            target.domain = %self.summary.domain,
+            status = outcome.status.as_str(),
+            code = ?outcome.status_code,
+            ms = outcome.duration_ms,
+            redacted,
+            "call"
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use http::HeaderMap;
 use serde::Serialize;
 
 use crate::cli::{CallArgs, CallOutput};
-use crate::commands::{current_project, home, open_both, runtime};
+use crate::commands::{caller_identity, current_project, home, open_both, runtime};
 use crate::{Reported, UsageError};
 
 /// What `call` prints, in either format.
@@ -88,7 +88,7 @@ fn call_spec(args: &CallArgs) -> anyhow::Result<CallSpec> {
         .into());
     }
 
-    let (agent_id, agent_token) = identity(args);
+    let (agent_id, agent_token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref());
     Ok(CallSpec {
         target: args.url.clone(),
         method: args.method.to_ascii_uppercase(),
@@ -106,25 +106,6 @@ fn flag_name(style: &str) -> &str {
         "body" => "body-field",
         "form" => "form-field",
         other => other,
-    }
-}
-
-/// `--token` takes an `agt_...` value, or the SDK's `<NAME>_TOKEN` reference to a saved
-/// token. With no saved token behind a reference, the call is declared as NAME.
-fn identity(args: &CallArgs) -> (Option<String>, Option<String>) {
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var("AS_AGENT_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    match token {
-        Some(token) if token.starts_with("agt_") => (args.agent_id.clone(), Some(token)),
-        Some(reference) => {
-            let upper = reference.to_ascii_uppercase();
-            let name = upper.strip_suffix("_TOKEN").filter(|n| !n.is_empty()).unwrap_or(&upper);
-            (Some(name.to_ascii_lowercase()), None)
-        }
-        None => (args.agent_id.clone(), None),
     }
 }
 

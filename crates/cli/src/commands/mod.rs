@@ -1,6 +1,7 @@
 //! One module per command group. Each opens what it needs and calls into the libraries.
 
 pub mod call;
+pub mod env;
 pub mod init;
 pub mod log;
 pub mod project;
@@ -44,4 +45,27 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The caller's identity from `--agent-id` and `--token` (or their environment
+/// variables): `(agent_id, agent_token)`.
+///
+/// `--token` takes an `agt_...` value, or the official SDK's `<NAME>_TOKEN` reference to
+/// a saved token; with no saved token behind a reference, the caller is declared as NAME.
+pub fn caller_identity(
+    agent_id: Option<&str>,
+    token: Option<&str>,
+) -> (Option<String>, Option<String>) {
+    let fallback = std::env::var("AS_AGENT_TOKEN").ok();
+    let token = token.or(fallback.as_deref()).filter(|t| !t.is_empty());
+    let agent_id = agent_id.filter(|a| !a.is_empty()).map(str::to_owned);
+    match token {
+        Some(token) if token.starts_with("agt_") => (agent_id, Some(token.to_owned())),
+        Some(reference) => {
+            let upper = reference.to_ascii_uppercase();
+            let name = upper.strip_suffix("_TOKEN").filter(|n| !n.is_empty()).unwrap_or(&upper);
+            (Some(name.to_ascii_lowercase()), None)
+        }
+        None => (agent_id, None),
+    }
 }

@@ -1,0 +1,145 @@
+//! `env -- COMMAND [ARGS...]`: run a program with the project's secrets in its
+//! environment. Nothing is written to disk and nothing is printed to stdout; on Unix the
+//! program replaces this process, so its signals and exit code are its own.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use agentsecrets_core::audit::{CallStatus, Transport};
+use agentsecrets_core::identity::IdentityLevel;
+use agentsecrets_core::names::AgentName;
+use agentsecrets_core::secret::SecretValue;
+use agentsecrets_store::{NewAuditEntry, Outcome};
+
+use crate::UsageError;
+use crate::cli::EnvArgs;
+use crate::commands::{caller_identity, current_project, open_both};
+
+/// Runs `env`.
+pub fn run(args: EnvArgs) -> anyhow::Result<()> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| UsageError("name the command to run after --".to_owned()))?;
+    let (agent_id, token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref());
+    if token.is_some() {
+        anyhow::bail!("agent token unauthorized: this build cannot verify agent tokens yet");
+    }
+    let agent = agent_id
+        .map(|raw| AgentName::parse(&raw).map_err(|e| UsageError(e.to_string())))
+        .transpose()?;
+    let Some(path) = find_program(program) else {
+        anyhow::bail!("command not found: {program}");
+    };
+
+    let (vault, audit) = open_both()?;
+    let project = current_project(&vault)?;
+    let names = match args.only.is_empty() {
+        true => vault.secret_names(&project)?,
+        false => args.only.clone(),
+    };
+    let mut values: Vec<(String, SecretValue)> = Vec::with_capacity(names.len());
+    for name in &names {
+        let value = vault.secret(&project, name)?.ok_or_else(|| {
+            anyhow::anyhow!("secret '{name}' not found in project '{}'", project.name)
+        })?;
+        values.push((name.clone(), value));
+    }
+
+    // The record is committed before any value reaches the child.
+    let started = Instant::now();
+    let entry = NewAuditEntry {
+        workspace: vault.workspace_id().to_owned(),
+        project: project.name.clone(),
+        identity_level: if agent.is_some() {
+            IdentityLevel::Declared
+        } else {
+            IdentityLevel::Anonymous
+        },
+        agent_id: agent.map(|a| a.to_string()),
+        token_id: None,
+        token_fingerprint: None,
+        session_id: None,
+        transport: Transport::Env,
+        method: "ENV".to_owned(),
+        target_url: program_name(program),
+        domain: String::new(),
+        secret_keys: names,
+        auth_styles: vec!["env_inject".to_owned()],
+        policy_snapshot_id: None,
+    };
+    let outcome = Outcome {
+        status: CallStatus::Ok,
+        reason: "-".to_owned(),
+        status_code: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+        redacted: false,
+    };
+    audit.record(&entry, &outcome)?;
+
+    let mut command = std::process::Command::new(path);
+    command.args(rest);
+    for (name, value) in &values {
+        if value.expose().contains(&0) {
+            anyhow::bail!("secret '{name}' holds a NUL byte and cannot be an environment variable");
+        }
+        command.env(name, os_value(value));
+    }
+    exec(command, program)
+}
+
+#[cfg(unix)]
+fn exec(mut command: std::process::Command, program: &str) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+
+    // `exec` only returns on failure.
+    let err = command.exec();
+    anyhow::bail!("cannot run {program}: {err}")
+}
+
+#[cfg(not(unix))]
+fn exec(mut command: std::process::Command, program: &str) -> anyhow::Result<()> {
+    let status = command.status().map_err(|err| anyhow::anyhow!("cannot run {program}: {err}"))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+#[cfg(unix)]
+fn os_value(value: &SecretValue) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(value.expose()).to_owned()
+}
+
+#[cfg(not(unix))]
+fn os_value(value: &SecretValue) -> OsString {
+    OsString::from(String::from_utf8_lossy(value.expose()).into_owned())
+}
+
+/// The program's path: as given when it holds a separator, else the first match on PATH.
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains(std::path::MAIN_SEPARATOR) {
+        let path = PathBuf::from(program);
+        return is_executable(&path).then_some(path);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// The command's file name only: its arguments may carry values and are never logged.
+fn program_name(program: &str) -> String {
+    Path::new(program)
+        .file_name()
+        .map_or_else(|| program.to_owned(), |name| name.to_string_lossy().into_owned())
+}
