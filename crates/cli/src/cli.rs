@@ -39,6 +39,88 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Agents and their tokens.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+/// `agent ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register an agent and issue its first token.
+    Register(Box<IssueArgs>),
+    /// Issue, list and revoke agent tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Every agent registered or seen in the log.
+    List {
+        /// Accepted for compatibility; agents belong to the workspace.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Delete an agent and revoke all its tokens (its log entries stay).
+    Delete {
+        /// Agent name.
+        name: String,
+        /// Accepted for compatibility; nothing is ever asked.
+        #[arg(long, alias = "yes")]
+        confirm: bool,
+    },
+}
+
+/// `agent token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; the value is shown once.
+    Issue(Box<IssueArgs>),
+    /// List tokens (never their values).
+    List {
+        /// Only this agent's tokens.
+        name: Option<String>,
+    },
+    /// Revoke a token by id or value, or all of an agent's tokens with --all.
+    Revoke {
+        /// `TOKEN_ID`, an `agt_...` value, or `NAME TOKEN_ID`; with --all, `NAME`.
+        #[arg(num_args = 0..=2, value_name = "TOKEN")]
+        targets: Vec<String>,
+        /// The agent the token belongs to.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Revoke every token of the agent.
+        #[arg(long)]
+        all: bool,
+        /// Accepted for compatibility; nothing is ever asked.
+        #[arg(long, alias = "yes")]
+        confirm: bool,
+    },
+}
+
+/// `agent token issue` and `agent register`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Agent name.
+    pub name: String,
+    /// Label such as `production`.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Lifetime such as 30d, 12h or 90m.
+    #[arg(long, conflicts_with = "expires")]
+    pub ttl: Option<String>,
+    /// Expiry date (YYYY-MM-DD) or RFC 3339 time.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Environment name (accepted for compatibility; tokens are workspace-wide).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Project (accepted for compatibility; agents belong to the workspace).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Save the token so `--token <NAME>_TOKEN` finds it.
+    #[arg(long)]
+    pub save_token: bool,
+    /// Output format: text or json.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: CallOutput,
 }
 
 /// `init`.
@@ -111,6 +193,20 @@ pub enum WorkspaceCommand {
     /// The domains the proxy may call.
     #[command(subcommand)]
     Allowlist(AllowlistCommand),
+    /// Change workspace settings.
+    Update(UpdateArgs),
+}
+
+/// `workspace update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Refuse callers below the minimum identity (true), only report them (report), or
+    /// serve everyone (false).
+    #[arg(long, value_name = "true|false|report")]
+    pub strict_identity: Option<String>,
+    /// The minimum identity under strict mode: declared (default) or issued.
+    #[arg(long, value_name = "LEVEL")]
+    pub min_identity: Option<String>,
 }
 
 /// `workspace allowlist ...`.

@@ -46,6 +46,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Env(args) => commands::env::run(args),
         Command::Proxy(cmd) => commands::proxy::run(cmd),
         Command::Log(cmd) => commands::log::run(cmd),
+        Command::Agent(cmd) => commands::agent::run(cmd),
     }
 }
 

@@ -24,6 +24,15 @@ impl IdentityLevel {
         }
     }
 
+    /// Order of strength: anonymous < declared < issued.
+    pub fn rank(self) -> u8 {
+        match self {
+            IdentityLevel::Anonymous => 0,
+            IdentityLevel::Declared => 1,
+            IdentityLevel::Issued => 2,
+        }
+    }
+
     /// Parses the lowercase name.
     pub fn parse(raw: &str) -> Option<IdentityLevel> {
         match raw {

@@ -16,3 +16,4 @@ pub mod net;
 pub mod redact;
 pub mod refusal;
 pub mod secret;
+pub mod token;

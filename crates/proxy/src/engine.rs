@@ -10,20 +10,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentsecrets_core::audit::{CallStatus, Transport};
-use agentsecrets_core::identity::{Identity, IdentityLevel};
+use agentsecrets_core::identity::IdentityLevel;
 use agentsecrets_core::inject::{self, InjectError, InjectStyle, Injection};
-use agentsecrets_core::names::{AgentName, SecretKey};
+use agentsecrets_core::names::SecretKey;
 use agentsecrets_core::net::{Target, TargetError, host_allowed};
 use agentsecrets_core::redact::RedactionSet;
 use agentsecrets_core::refusal::{Refusal, Slug};
 use agentsecrets_core::secret::SecretValue;
 use agentsecrets_store::vault::Project;
-use agentsecrets_store::{AuditLog, NewAuditEntry, Outcome, Vault};
+use agentsecrets_store::{AuditLog, IdentitySettings, NewAuditEntry, Outcome, StrictMode, Vault};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
 use crate::forward::{self, AuditGuard, CallSummary, Forwarded};
+use crate::identity::TokenVerifier;
 use crate::resolver::{ClientResolver, SsrfError, VettingResolver};
 
 /// Settings of an engine.
@@ -78,6 +79,15 @@ pub struct CallSpec {
 struct Draft {
     entry: NewAuditEntry,
     started: Instant,
+    /// A rule that would have refused the call in enforce mode (report mode).
+    report: Option<&'static str>,
+}
+
+/// The policy in force for one call.
+struct PolicyView {
+    allowlist: Arc<Vec<String>>,
+    identity: IdentitySettings,
+    snapshot: String,
 }
 
 /// The engine shared by the proxy, `call`, `env` and MCP.
@@ -89,6 +99,7 @@ pub struct Engine {
     client: reqwest::Client,
     config: EngineConfig,
     policy: Mutex<PolicyCache>,
+    verifier: TokenVerifier,
     calls: AtomicU64,
 }
 
@@ -97,6 +108,7 @@ pub struct Engine {
 struct PolicyCache {
     data_version: Option<i64>,
     allowlist: Arc<Vec<String>>,
+    identity: IdentitySettings,
     snapshot: String,
 }
 
@@ -132,6 +144,7 @@ impl Engine {
             client,
             config,
             policy: Mutex::default(),
+            verifier: TokenVerifier::default(),
             calls: AtomicU64::new(0),
         })
     }
@@ -178,9 +191,18 @@ impl Engine {
     }
 
     async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
-        let identity = identify(&spec)?;
+        let identified = self.verifier.identify(
+            &self.vault,
+            spec.agent_token.as_deref(),
+            spec.agent_id.as_deref(),
+        );
+        draft.entry.token_fingerprint = identified.fingerprint;
+        draft.entry.token_id = identified.claimed_token_id;
+        let identity = identified.identity?;
         draft.entry.agent_id = identity.agent.as_ref().map(|a| a.to_string());
         draft.entry.identity_level = identity.level;
+        draft.entry.token_id = identity.token_id.clone();
+        self.check_min_identity(identity.level, draft)?;
 
         let method = parse_method(&spec.method)?;
         if spec.injections.is_empty() {
@@ -218,15 +240,46 @@ impl Engine {
             method: draft.entry.method.clone(),
             domain: draft.entry.domain.clone(),
         };
-        let guard = AuditGuard::new(self.audit.clone(), summary, id, draft.started);
+        let mut guard = AuditGuard::new(self.audit.clone(), summary, id, draft.started);
+        guard.set_report(draft.report);
         forward::send(&self.client, outbound, guard, self.config.upstream_timeout).await
+    }
+
+    /// Refuses (or, in report mode, flags) a caller below the workspace's minimum level.
+    fn check_min_identity(&self, level: IdentityLevel, draft: &mut Draft) -> Result<(), Refusal> {
+        let settings = self.policy().identity;
+        if settings.strict == StrictMode::Off || level.rank() >= settings.min_identity.rank() {
+            return Ok(());
+        }
+        if settings.strict == StrictMode::Report {
+            draft.report = Some("identity_required_report");
+            return Ok(());
+        }
+        Err(Refusal::new(
+            Slug::IdentityRequired,
+            format!(
+                "this workspace requires at least a {} identity: send X-AS-Agent-ID (declared) \
+                 or X-AS-Agent-Token (issued), or --agent-id / --token",
+                settings.min_identity.as_str()
+            ),
+        ))
+    }
+
+    /// Writes the last-use times of the tokens verified since the previous flush, in one
+    /// registry transaction (so a call is never a registry write).
+    pub fn flush_token_use(&self) {
+        let used = self.verifier.take_used();
+        if let Err(err) = self.vault.touch_tokens(&used) {
+            tracing::warn!(error = %err, "cannot record token last-use times");
+        }
     }
 
     /// Scheme, allowlist and SSRF, in that order, before anything else happens.
     async fn authorize(&self, target: &Target, draft: &mut Draft) -> Result<(), Refusal> {
         let domain = target.domain();
-        let (allowlist, snapshot) = self.policy();
-        draft.entry.policy_snapshot_id = Some(snapshot);
+        let policy = self.policy();
+        let allowlist = policy.allowlist;
+        draft.entry.policy_snapshot_id = Some(policy.snapshot);
 
         if !host_allowed(target.host(), &allowlist) {
             return Err(Refusal::domain_not_allowed(&domain, allowlist.is_empty()));
@@ -297,27 +350,40 @@ impl Engine {
         }
     }
 
-    /// The allowlist and its snapshot id, re-read only when the vault changed.
-    fn policy(&self) -> (Arc<Vec<String>>, String) {
+    /// The policy in force and its snapshot id, re-read only when the vault changed.
+    fn policy(&self) -> PolicyView {
         let version = self.vault.data_version().ok();
         let mut cache = self.policy.lock().unwrap_or_else(|p| p.into_inner());
         if cache.data_version.is_none() || cache.data_version != version {
-            let allowlist: Vec<String> = match self.vault.allowlist() {
-                Ok(entries) => entries.into_iter().map(|e| e.domain).collect(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read the allowlist; treating it as empty");
-                    Vec::new()
-                }
-            };
-            let content = serde_json::json!({ "allowlist": allowlist }).to_string();
-            let id = snapshot_id(&content);
-            if let Err(err) = self.audit.save_snapshot(&id, &content) {
-                tracing::warn!(error = %err, "cannot store the policy snapshot");
-            }
-            *cache =
-                PolicyCache { data_version: version, allowlist: Arc::new(allowlist), snapshot: id };
+            *cache = self.load_policy(version);
         }
-        (cache.allowlist.clone(), cache.snapshot.clone())
+        PolicyView {
+            allowlist: cache.allowlist.clone(),
+            identity: cache.identity,
+            snapshot: cache.snapshot.clone(),
+        }
+    }
+
+    fn load_policy(&self, version: Option<i64>) -> PolicyCache {
+        let allowlist: Vec<String> = match self.vault.allowlist() {
+            Ok(entries) => entries.into_iter().map(|e| e.domain).collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the allowlist; treating it as empty");
+                Vec::new()
+            }
+        };
+        let identity = self.vault.identity_settings().unwrap_or_else(|err| {
+            // Fail closed: an unreadable setting must not open the workspace wider.
+            tracing::warn!(error = %err, "cannot read identity settings; requiring issued");
+            IdentitySettings { strict: StrictMode::Enforce, min_identity: IdentityLevel::Issued }
+        });
+        let content =
+            serde_json::json!({ "allowlist": allowlist, "identity": identity }).to_string();
+        let snapshot = snapshot_id(&content);
+        if let Err(err) = self.audit.save_snapshot(&snapshot, &content) {
+            tracing::warn!(error = %err, "cannot store the policy snapshot");
+        }
+        PolicyCache { data_version: version, allowlist: Arc::new(allowlist), identity, snapshot }
     }
 
     fn draft(&self, spec: &CallSpec) -> Draft {
@@ -339,7 +405,7 @@ impl Engine {
             auth_styles: dedup(styles),
             policy_snapshot_id: None,
         };
-        Draft { entry, started: Instant::now() }
+        Draft { entry, started: Instant::now(), report: None }
     }
 
     fn record_refusal(&self, draft: &Draft, refusal: &Refusal) {
@@ -377,24 +443,6 @@ fn refusal_outcome(draft: &Draft, refusal: &Refusal) -> Outcome {
         status_code: Some(refusal.http_status()),
         duration_ms: draft.started.elapsed().as_millis() as u64,
         redacted: false,
-    }
-}
-
-fn identify(spec: &CallSpec) -> Result<Identity, Refusal> {
-    if let Some(token) = spec.agent_token.as_deref().filter(|t| !t.is_empty()) {
-        // Issued tokens are verified against the workspace's agent registry, which this
-        // build does not have yet: refuse rather than trust an unverified token.
-        let _ = token;
-        return Err(Refusal::new(
-            Slug::AgentUnauthorized,
-            "agent token unauthorized: this proxy cannot verify agent tokens yet",
-        ));
-    }
-    match spec.agent_id.as_deref().filter(|a| !a.is_empty()) {
-        None => Ok(Identity::anonymous()),
-        Some(raw) => AgentName::parse(raw)
-            .map(Identity::declared)
-            .map_err(|err| Refusal::bad_request(err.to_string())),
     }
 }
 

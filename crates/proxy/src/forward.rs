@@ -116,6 +116,7 @@ pub struct AuditGuard {
     status_code: Option<u16>,
     redacted: Arc<AtomicBool>,
     failure: Option<Slug>,
+    report: Option<&'static str>,
     settled: bool,
 }
 
@@ -135,8 +136,14 @@ impl AuditGuard {
             status_code: None,
             redacted: Arc::new(AtomicBool::new(false)),
             failure: None,
+            report: None,
             settled: false,
         }
+    }
+
+    /// Records the rule a report-mode policy would have refused the call by.
+    pub fn set_report(&mut self, reason: Option<&'static str>) {
+        self.report = reason;
     }
 
     fn settle(&mut self) {
@@ -145,7 +152,7 @@ impl AuditGuard {
         }
         self.settled = true;
         let (status, reason) = match self.failure {
-            None => (CallStatus::Ok, "-".to_owned()),
+            None => (CallStatus::Ok, self.report.unwrap_or("-").to_owned()),
             Some(slug) => (CallStatus::Error, slug.as_str().to_owned()),
         };
         let redacted = self.redacted.load(Ordering::Relaxed);

@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod forward;
+mod identity;
 pub mod remote;
 mod resolver;
 pub mod server;

@@ -60,11 +60,25 @@ pub async fn serve(
         .route("/admin/stop", post(stop))
         .with_state(state.clone());
 
+    let flusher = tokio::spawn(flush_token_use(state.engine.clone()));
     let shutdown = shutdown_signal(state.clone());
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    flusher.abort();
+    state.engine.flush_token_use();
     crate::session::Session::remove_if_ours(session_path);
     tracing::info!("proxy stopped");
     result
+}
+
+/// Token last-use times are written in batches, so that verifying a token on the hot path
+/// is never a registry write.
+async fn flush_token_use(engine: Arc<Engine>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        let engine = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.flush_token_use()).await;
+    }
 }
 
 async fn shutdown_signal(state: Arc<ProxyState>) {

@@ -132,6 +132,19 @@ pub struct AuditQuery {
     pub until: Option<String>,
 }
 
+/// What the log says about one named agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentActivity {
+    /// Agent name.
+    pub agent: String,
+    /// Identity levels it called with.
+    pub levels: Vec<String>,
+    /// Number of calls.
+    pub calls: i64,
+    /// Time of its last call.
+    pub last_call: String,
+}
+
 /// The open audit log.
 pub struct AuditLog {
     conn: Mutex<Connection>,
@@ -221,6 +234,29 @@ impl AuditLog {
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(values.iter()), entry_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Calls per named agent: levels seen, number of calls, last call.
+    pub fn agent_activity(&self) -> Result<Vec<AgentActivity>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT agent_id, group_concat(DISTINCT identity_level), count(*), max(timestamp) \
+                 FROM audit_log WHERE agent_id IS NOT NULL GROUP BY agent_id ORDER BY agent_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let levels: String = r.get(1)?;
+                Ok(AgentActivity {
+                    agent: r.get(0)?,
+                    levels: levels.split(',').map(str::to_owned).collect(),
+                    calls: r.get(2)?,
+                    last_call: r.get(3)?,
+                })
+            })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(|e| self.err(e))
     }

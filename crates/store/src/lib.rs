@@ -17,12 +17,14 @@ mod db;
 mod error;
 pub mod home;
 mod keys;
+pub mod registry;
 pub mod vault;
 
-pub use audit::{AuditLog, AuditQuery, NewAuditEntry, Outcome};
+pub use audit::{AgentActivity, AuditLog, AuditQuery, NewAuditEntry, Outcome};
 pub use error::StoreError;
 pub use home::Home;
 pub use keys::KeySource;
+pub use registry::{AgentRecord, IdentitySettings, IssuedToken, StrictMode, TokenRecord};
 pub use vault::{AllowlistChange, AllowlistEntry, Project, Vault};
 
 /// Result alias of this crate.

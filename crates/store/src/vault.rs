@@ -62,6 +62,32 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (workspace_id, key)
      );",
+    // 2: the agent registry. Deleted agents and revoked tokens stay as tombstones, so
+    // every audit entry keeps resolving to its agent, label and token.
+    "CREATE TABLE agents (
+        id INTEGER PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        deleted_at TEXT
+     );
+     CREATE UNIQUE INDEX agents_live_name ON agents (workspace_id, name) WHERE deleted_at IS NULL;
+     CREATE TABLE agent_tokens (
+        id TEXT PRIMARY KEY,
+        agent_row INTEGER NOT NULL REFERENCES agents (id),
+        label TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        last_used_at TEXT,
+        revoked_at TEXT
+     );
+     CREATE TABLE saved_tokens (
+        agent_name TEXT PRIMARY KEY,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL
+     );",
 ];
 
 /// A project of the workspace.
@@ -105,7 +131,7 @@ pub struct AllowlistChange {
 /// The open vault: its key, its workspace and one connection.
 pub struct Vault {
     conn: Mutex<Connection>,
-    key: VaultKey,
+    pub(crate) key: VaultKey,
     key_source: KeySource,
     path: PathBuf,
     home: Home,
@@ -408,13 +434,13 @@ impl Vault {
         Ok(())
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A poisoned lock only means another thread panicked mid-call; SQLite's own
         // transactions keep the data consistent, so the connection is still usable.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::sqlite(&self.path, source)
     }
 }

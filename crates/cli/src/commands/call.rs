@@ -88,7 +88,7 @@ fn call_spec(args: &CallArgs) -> anyhow::Result<CallSpec> {
         .into());
     }
 
-    let (agent_id, agent_token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref());
+    let (agent_id, agent_token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref())?;
     Ok(CallSpec {
         target: args.url.clone(),
         method: args.method.to_ascii_uppercase(),
@@ -155,7 +155,9 @@ async fn in_process(spec: CallSpec, timeout: Duration) -> anyhow::Result<CallRes
     };
     let engine = Engine::new(vault, audit, project, config)?;
 
-    let forwarded = match engine.call(spec).await {
+    let called = engine.call(spec).await;
+    engine.flush_token_use();
+    let forwarded = match called {
         Ok(forwarded) => forwarded,
         Err(refusal) => return Ok(refused(refusal)),
     };

@@ -22,7 +22,7 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         .command
         .split_first()
         .ok_or_else(|| UsageError("name the command to run after --".to_owned()))?;
-    let (agent_id, token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref());
+    let (agent_id, token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref())?;
     if token.is_some() {
         anyhow::bail!("agent token unauthorized: this build cannot verify agent tokens yet");
     }

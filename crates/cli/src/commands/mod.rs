@@ -1,5 +1,6 @@
 //! One module per command group. Each opens what it needs and calls into the libraries.
 
+pub mod agent;
 pub mod call;
 pub mod env;
 pub mod init;
@@ -51,21 +52,28 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// variables): `(agent_id, agent_token)`.
 ///
 /// `--token` takes an `agt_...` value, or the official SDK's `<NAME>_TOKEN` reference to
-/// a saved token; with no saved token behind a reference, the caller is declared as NAME.
+/// a token saved with `--save-token`. With no saved token behind a reference, the caller
+/// is declared as NAME (the registered agent's spelling when one matches), never refused:
+/// that is how the SDK sends a plain `agent_id`.
 pub fn caller_identity(
     agent_id: Option<&str>,
     token: Option<&str>,
-) -> (Option<String>, Option<String>) {
+) -> anyhow::Result<(Option<String>, Option<String>)> {
     let fallback = std::env::var("AS_AGENT_TOKEN").ok();
     let token = token.or(fallback.as_deref()).filter(|t| !t.is_empty());
     let agent_id = agent_id.filter(|a| !a.is_empty()).map(str::to_owned);
-    match token {
-        Some(token) if token.starts_with("agt_") => (agent_id, Some(token.to_owned())),
-        Some(reference) => {
-            let upper = reference.to_ascii_uppercase();
-            let name = upper.strip_suffix("_TOKEN").filter(|n| !n.is_empty()).unwrap_or(&upper);
-            (Some(name.to_ascii_lowercase()), None)
-        }
-        None => (agent_id, None),
+    let Some(reference) = token.filter(|t| !t.starts_with("agt_")) else {
+        return Ok((agent_id, token.map(str::to_owned)));
+    };
+
+    let upper = reference.to_ascii_uppercase();
+    let name = upper.strip_suffix("_TOKEN").filter(|n| !n.is_empty()).unwrap_or(&upper);
+    let vault = open_vault()?;
+    if let Some(saved) = vault.saved_token(name)?
+        && let Some(value) = saved.expose_str()
+    {
+        return Ok((agent_id, Some(value.to_owned())));
     }
+    let declared = vault.find_agent(name)?.unwrap_or_else(|| name.to_ascii_lowercase());
+    Ok((Some(declared), None))
 }

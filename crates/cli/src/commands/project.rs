@@ -2,6 +2,7 @@
 
 use agentsecrets_core::names::ProjectName;
 use agentsecrets_store::project_link;
+use agentsecrets_store::vault::DEFAULT_PROJECT;
 use anyhow::Context as _;
 
 use crate::UsageError;
@@ -39,7 +40,9 @@ pub fn run(command: ProjectCommand) -> anyhow::Result<()> {
         }
         ProjectCommand::Delete { name, force } => {
             let project = vault.project(&name)?;
-            if project.secrets > 0 && !force {
+            // The default project can never go, so --force would not help it: let the
+            // store say so instead of asking for a flag.
+            if project.secrets > 0 && !force && project.name != DEFAULT_PROJECT {
                 anyhow::bail!(
                     "project '{name}' still holds {} secrets; delete them first or pass --force",
                     project.secrets

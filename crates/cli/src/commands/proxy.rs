@@ -8,9 +8,9 @@ use agentsecrets_proxy::remote::RunningProxy;
 use agentsecrets_proxy::session::Session;
 use agentsecrets_proxy::{Engine, EngineConfig, server};
 
-use crate::Reported;
 use crate::cli::{ProxyCommand, ProxyStartArgs};
 use crate::commands::{current_project, home, open_both, runtime};
+use crate::{Reported, UsageError};
 
 /// Runs a `proxy` subcommand.
 pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
@@ -31,7 +31,7 @@ fn start(args: &ProxyStartArgs) -> anyhow::Result<()> {
     let config = EngineConfig {
         allow_local_http: args.allow_local_http,
         transport: Transport::Http,
-        ..EngineConfig::default()
+        ..timeouts_from_env()?
     };
 
     runtime()?.block_on(async {
@@ -51,6 +51,34 @@ fn start(args: &ProxyStartArgs) -> anyhow::Result<()> {
         server::serve(listener, engine, session, &session_path).await?;
         Ok(())
     })
+}
+
+/// The engine's defaults, with `AGENTSECRETS_CONNECT_TIMEOUT` and
+/// `AGENTSECRETS_UPSTREAM_TIMEOUT` (whole seconds) overriding its upstream timeouts.
+fn timeouts_from_env() -> anyhow::Result<EngineConfig> {
+    let mut config = EngineConfig::default();
+    if let Some(timeout) = env_seconds("AGENTSECRETS_CONNECT_TIMEOUT")? {
+        config.connect_timeout = timeout;
+    }
+    if let Some(timeout) = env_seconds("AGENTSECRETS_UPSTREAM_TIMEOUT")? {
+        config.upstream_timeout = timeout;
+    }
+    Ok(config)
+}
+
+fn env_seconds(name: &str) -> anyhow::Result<Option<Duration>> {
+    let Ok(raw) = std::env::var(name) else { return Ok(None) };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match raw.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
+        _ => {
+            Err(UsageError(format!("{name}={raw:?}: give a whole number of seconds above 0"))
+                .into())
+        }
+    }
 }
 
 fn status() -> anyhow::Result<()> {

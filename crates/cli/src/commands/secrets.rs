@@ -37,13 +37,18 @@ fn set(entries: &[String]) -> anyhow::Result<()> {
         )
         .into());
     }
+    // Every name first, so that a bad one is refused before anyone types a value for it.
+    let keys = entries
+        .iter()
+        .map(|entry| parse_key(entry.split_once('=').map_or(entry.as_str(), |(name, _)| name)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut values = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let (name, value) = match entry.split_once('=') {
-            Some((name, value)) => (name, SecretValue::from_str_value(value)),
-            None => (entry.as_str(), read_value(entry)?),
+    for (entry, key) in entries.iter().zip(keys) {
+        let value = match entry.split_once('=') {
+            Some((_, value)) => SecretValue::from_str_value(value),
+            None => read_value(key.as_str())?,
         };
-        values.push((parse_key(name)?, value));
+        values.push((key, value));
     }
 
     let vault = open_vault()?;

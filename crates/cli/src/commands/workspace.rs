@@ -3,7 +3,10 @@
 use agentsecrets_core::net::normalize_host;
 
 use crate::UsageError;
-use crate::cli::{AllowlistCommand, WorkspaceCommand};
+use agentsecrets_core::identity::IdentityLevel;
+use agentsecrets_store::StrictMode;
+
+use crate::cli::{AllowlistCommand, UpdateArgs, WorkspaceCommand};
 use crate::commands::open_vault;
 use crate::output::box_table;
 
@@ -11,7 +14,55 @@ use crate::output::box_table;
 pub fn run(command: WorkspaceCommand) -> anyhow::Result<()> {
     match command {
         WorkspaceCommand::Allowlist(cmd) => allowlist(cmd),
+        WorkspaceCommand::Update(args) => update(&args),
     }
+}
+
+fn update(args: &UpdateArgs) -> anyhow::Result<()> {
+    if args.strict_identity.is_none() && args.min_identity.is_none() {
+        return Err(UsageError(
+            "nothing to update: give --strict-identity true|false|report or --min-identity LEVEL"
+                .to_owned(),
+        )
+        .into());
+    }
+    let vault = open_vault()?;
+    let mut settings = vault.identity_settings()?;
+    if let Some(raw) = &args.strict_identity {
+        settings.strict = match raw.to_ascii_lowercase().as_str() {
+            "true" | "on" | "enforce" => StrictMode::Enforce,
+            "false" | "off" => StrictMode::Off,
+            "report" => StrictMode::Report,
+            _ => {
+                return Err(UsageError(format!(
+                    "--strict-identity {raw:?}: use true, false or report"
+                ))
+                .into());
+            }
+        };
+    }
+    if let Some(raw) = &args.min_identity {
+        settings.min_identity = match IdentityLevel::parse(&raw.to_ascii_lowercase()) {
+            Some(level @ (IdentityLevel::Declared | IdentityLevel::Issued)) => level,
+            _ => {
+                return Err(
+                    UsageError(format!("--min-identity {raw:?}: use declared or issued")).into()
+                );
+            }
+        };
+        // Naming a minimum only means something when strict mode is on.
+        if args.strict_identity.is_none() && settings.strict == StrictMode::Off {
+            settings.strict = StrictMode::Enforce;
+        }
+    }
+    vault.set_identity_settings(settings)?;
+    let strict = match settings.strict {
+        StrictMode::Off => "off",
+        StrictMode::Enforce => "enforced",
+        StrictMode::Report => "report only",
+    };
+    println!("Strict identity: {strict}; minimum identity: {}", settings.min_identity.as_str());
+    Ok(())
 }
 
 fn allowlist(command: AllowlistCommand) -> anyhow::Result<()> {
