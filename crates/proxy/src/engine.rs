@@ -81,6 +81,8 @@ struct Draft {
     started: Instant,
     /// A rule that would have refused the call in enforce mode (report mode).
     report: Option<&'static str>,
+    /// The write-ahead entry is in the log: a failure settles it instead of adding one.
+    recorded: bool,
 }
 
 /// The policy in force for one call.
@@ -176,7 +178,9 @@ impl Engine {
         let mut draft = self.draft(&spec);
 
         let result = self.checked_call(spec, &mut draft).await;
-        if let Err(refusal) = &result {
+        if let Err(refusal) = &result
+            && !draft.recorded
+        {
             self.record_refusal(&draft, refusal);
         }
         result
@@ -191,18 +195,7 @@ impl Engine {
     }
 
     async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
-        let identified = self.verifier.identify(
-            &self.vault,
-            spec.agent_token.as_deref(),
-            spec.agent_id.as_deref(),
-        );
-        draft.entry.token_fingerprint = identified.fingerprint;
-        draft.entry.token_id = identified.claimed_token_id;
-        let identity = identified.identity?;
-        draft.entry.agent_id = identity.agent.as_ref().map(|a| a.to_string());
-        draft.entry.identity_level = identity.level;
-        draft.entry.token_id = identity.token_id.clone();
-        self.check_min_identity(identity.level, draft)?;
+        self.identify(&spec, draft)?;
 
         let method = parse_method(&spec.method)?;
         if spec.injections.is_empty() {
@@ -217,16 +210,8 @@ impl Engine {
 
         self.authorize(&target, draft).await?;
 
-        let id = self.audit.begin(&draft.entry).map_err(|err| {
-            tracing::warn!(error = %err, "audit log unavailable; refusing the call");
-            Refusal::new(
-                Slug::AuditUnavailable,
-                format!(
-                    "the audit log cannot be written ({err}); no credential is used without \
-                         its record"
-                ),
-            )
-        })?;
+        let id = self.audit.begin(&draft.entry).map_err(|err| audit_refusal(&err))?;
+        draft.recorded = true;
 
         let outbound = match self.prepare(&spec, &target, method) {
             Ok(outbound) => outbound,
@@ -243,6 +228,78 @@ impl Engine {
         let mut guard = AuditGuard::new(self.audit.clone(), summary, id, draft.started);
         guard.set_report(draft.report);
         forward::send(&self.client, outbound, guard, self.config.upstream_timeout).await
+    }
+
+    /// The secrets for `agentsecrets env`: the same identity checks as a call, then one
+    /// committed audit entry (transport `env`, the command's name, the key names), then
+    /// the values. `keys` empty means every secret of the project.
+    pub fn env_secrets(
+        &self,
+        command: &str,
+        keys: &[String],
+        caller: &CallSpec,
+    ) -> Result<Vec<(String, SecretValue)>, Refusal> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut draft = self.draft(caller);
+        draft.entry.method = "ENV".to_owned();
+        draft.entry.target_url = command.to_owned();
+        draft.entry.auth_styles = vec!["env_inject".to_owned()];
+
+        let result = self.checked_env(keys, caller, &mut draft);
+        if let Err(refusal) = &result {
+            self.record_refusal(&draft, refusal);
+        }
+        result
+    }
+
+    fn checked_env(
+        &self,
+        keys: &[String],
+        caller: &CallSpec,
+        draft: &mut Draft,
+    ) -> Result<Vec<(String, SecretValue)>, Refusal> {
+        self.identify(caller, draft)?;
+        draft.entry.policy_snapshot_id = Some(self.policy().snapshot);
+        let stored = self.vault.secret_names(&self.project).map_err(|err| {
+            Refusal::new(Slug::VaultUnavailable, format!("the vault cannot be read: {err}"))
+        })?;
+        let names = if keys.is_empty() { stored.clone() } else { keys.to_vec() };
+        draft.entry.secret_keys = names.clone();
+        if let Some(missing) = names.iter().find(|name| !stored.contains(name)) {
+            return Err(Refusal::secret_not_found(missing, &self.project.name));
+        }
+
+        let outcome = Outcome {
+            status: CallStatus::Ok,
+            reason: draft.report.unwrap_or("-").to_owned(),
+            status_code: None,
+            duration_ms: draft.started.elapsed().as_millis() as u64,
+            redacted: false,
+        };
+        self.audit.record(&draft.entry, &outcome).map_err(|err| audit_refusal(&err))?;
+
+        let mut values = Vec::with_capacity(names.len());
+        for name in names {
+            let key = SecretKey::parse(&name).map_err(|e| Refusal::bad_request(e.to_string()))?;
+            values.push((name, self.resolve_secret(&key)?));
+        }
+        Ok(values)
+    }
+
+    /// Identity first: verify a token or a declared name, then the workspace's minimum.
+    fn identify(&self, spec: &CallSpec, draft: &mut Draft) -> Result<(), Refusal> {
+        let identified = self.verifier.identify(
+            &self.vault,
+            spec.agent_token.as_deref(),
+            spec.agent_id.as_deref(),
+        );
+        draft.entry.token_fingerprint = identified.fingerprint;
+        draft.entry.token_id = identified.claimed_token_id;
+        let identity = identified.identity?;
+        draft.entry.agent_id = identity.agent.as_ref().map(|a| a.to_string());
+        draft.entry.identity_level = identity.level;
+        draft.entry.token_id = identity.token_id.clone();
+        self.check_min_identity(identity.level, draft)
     }
 
     /// Refuses (or, in report mode, flags) a caller below the workspace's minimum level.
@@ -405,7 +462,7 @@ impl Engine {
             auth_styles: dedup(styles),
             policy_snapshot_id: None,
         };
-        Draft { entry, started: Instant::now(), report: None }
+        Draft { entry, started: Instant::now(), report: None, recorded: false }
     }
 
     fn record_refusal(&self, draft: &Draft, refusal: &Refusal) {
@@ -426,6 +483,8 @@ impl Engine {
     }
 
     fn settle(&self, id: &str, draft: &Draft, refusal: &Refusal) {
+        tracing::info!(reason = refusal.slug.as_str(), target.domain = %draft.entry.domain,
+            "call failed");
         if let Err(err) = self.audit.complete(id, &refusal_outcome(draft, refusal)) {
             tracing::error!(error = %err, "cannot settle an audit entry");
         }
@@ -434,6 +493,16 @@ impl Engine {
 
 /// Shared flag set when a response had a secret scrubbed from it.
 pub type RedactedFlag = Arc<AtomicBool>;
+
+fn audit_refusal(err: &agentsecrets_store::StoreError) -> Refusal {
+    tracing::warn!(error = %err, "audit log unavailable; refusing the call");
+    Refusal::new(
+        Slug::AuditUnavailable,
+        format!(
+            "the audit log cannot be written ({err}); no credential is used without its record"
+        ),
+    )
+}
 
 fn refusal_outcome(draft: &Draft, refusal: &Refusal) -> Outcome {
     let status = if refusal.slug.is_block() { CallStatus::Blocked } else { CallStatus::Error };

@@ -58,20 +58,53 @@ impl Home {
     /// Creates the home (0700) if missing, and refuses one that others can read.
     pub fn ensure(&self) -> Result<()> {
         match fs::metadata(&self.path) {
-            Ok(meta) if meta.is_dir() => check_private(&self.path, 0o700),
-            Ok(_) => Err(StoreError::HomeIo {
-                path: self.path.clone(),
-                source: std::io::Error::other("exists but is not a directory"),
-            }),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.create(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if self.create()? {
+                    return Ok(());
+                }
+                // Another process created it first: judge it like any existing home.
+                self.check_existing()
+            }
             Err(source) => Err(StoreError::HomeIo { path: self.path.clone(), source }),
+            Ok(_) => self.check_existing(),
         }
     }
 
-    fn create(&self) -> Result<()> {
+    fn check_existing(&self) -> Result<()> {
+        let meta = fs::metadata(&self.path)
+            .map_err(|source| StoreError::HomeIo { path: self.path.clone(), source })?;
+        if !meta.is_dir() {
+            return Err(StoreError::HomeIo {
+                path: self.path.clone(),
+                source: std::io::Error::other("exists but is not a directory"),
+            });
+        }
+        check_private(&self.path, 0o700)
+    }
+
+    /// Creates the home with mode 0700 from the start, never open to others even for an
+    /// instant (a concurrent first use would see that, and refuse the home). Returns false
+    /// when it already existed.
+    fn create(&self) -> Result<bool> {
         let io = |source| StoreError::HomeIo { path: self.path.clone(), source };
-        fs::create_dir_all(&self.path).map_err(io)?;
-        set_mode(&self.path, 0o700)
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io)?;
+        }
+
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        match builder.create(&self.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(source) => return Err(io(source)),
+        }
+        // The umask can only have taken bits away; set the mode exactly.
+        set_mode(&self.path, 0o700)?;
+        Ok(true)
     }
 }
 

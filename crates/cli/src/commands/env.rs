@@ -4,13 +4,10 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use agentsecrets_core::audit::{CallStatus, Transport};
-use agentsecrets_core::identity::IdentityLevel;
-use agentsecrets_core::names::AgentName;
+use agentsecrets_core::audit::Transport;
 use agentsecrets_core::secret::SecretValue;
-use agentsecrets_store::{NewAuditEntry, Outcome};
+use agentsecrets_proxy::{CallSpec, Engine, EngineConfig};
 
 use crate::UsageError;
 use crate::cli::EnvArgs;
@@ -22,61 +19,22 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         .command
         .split_first()
         .ok_or_else(|| UsageError("name the command to run after --".to_owned()))?;
-    let (agent_id, token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref())?;
-    if token.is_some() {
-        anyhow::bail!("agent token unauthorized: this build cannot verify agent tokens yet");
-    }
-    let agent = agent_id
-        .map(|raw| AgentName::parse(&raw).map_err(|e| UsageError(e.to_string())))
-        .transpose()?;
+    let (agent_id, agent_token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref())?;
     let Some(path) = find_program(program) else {
         anyhow::bail!("command not found: {program}");
     };
 
     let (vault, audit) = open_both()?;
     let project = current_project(&vault)?;
-    let names = match args.only.is_empty() {
-        true => vault.secret_names(&project)?,
-        false => args.only.clone(),
-    };
-    let mut values: Vec<(String, SecretValue)> = Vec::with_capacity(names.len());
-    for name in &names {
-        let value = vault.secret(&project, name)?.ok_or_else(|| {
-            anyhow::anyhow!("secret '{name}' not found in project '{}'", project.name)
-        })?;
-        values.push((name.clone(), value));
-    }
+    let config = EngineConfig { transport: Transport::Env, ..EngineConfig::default() };
+    let engine = Engine::new(vault, audit, project, config)?;
+    let caller = CallSpec { agent_id, agent_token, ..CallSpec::default() };
 
-    // The record is committed before any value reaches the child.
-    let started = Instant::now();
-    let entry = NewAuditEntry {
-        workspace: vault.workspace_id().to_owned(),
-        project: project.name.clone(),
-        identity_level: if agent.is_some() {
-            IdentityLevel::Declared
-        } else {
-            IdentityLevel::Anonymous
-        },
-        agent_id: agent.map(|a| a.to_string()),
-        token_id: None,
-        token_fingerprint: None,
-        session_id: None,
-        transport: Transport::Env,
-        method: "ENV".to_owned(),
-        target_url: program_name(program),
-        domain: String::new(),
-        secret_keys: names,
-        auth_styles: vec!["env_inject".to_owned()],
-        policy_snapshot_id: None,
-    };
-    let outcome = Outcome {
-        status: CallStatus::Ok,
-        reason: "-".to_owned(),
-        status_code: None,
-        duration_ms: started.elapsed().as_millis() as u64,
-        redacted: false,
-    };
-    audit.record(&entry, &outcome)?;
+    // The engine commits the audit entry before it hands out any value.
+    let values = engine
+        .env_secrets(&program_name(program), &args.only, &caller)
+        .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
+    engine.flush_token_use();
 
     let mut command = std::process::Command::new(path);
     command.args(rest);
