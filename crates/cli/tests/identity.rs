@@ -210,7 +210,7 @@ fn control_characters_in_a_name_never_reach_output_raw() {
         &[("AGENTSECRETS_ALLOW_LOCAL_HTTP", "1")],
     );
 
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad --agent-id is a usage error");
     let all =
         [out.stdout.as_slice(), out.stderr.as_slice(), s.proxy.stderr_text().as_bytes()].concat();
     assert!(!all.contains(&0x1b), "a raw escape byte reached the output");

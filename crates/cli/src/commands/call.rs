@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use agentsecrets_core::audit::Transport;
 use agentsecrets_core::inject::Injection;
+use agentsecrets_core::names::AgentName;
 use agentsecrets_core::refusal::Refusal;
 use agentsecrets_proxy::forward::BodyStream;
 use agentsecrets_proxy::remote::RunningProxy;
@@ -89,6 +90,9 @@ fn call_spec(args: &CallArgs) -> anyhow::Result<CallSpec> {
     }
 
     let (agent_id, agent_token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref())?;
+    if let Some(name) = &agent_id {
+        AgentName::parse(name).map_err(|e| UsageError(format!("--agent-id: {e}")))?;
+    }
     Ok(CallSpec {
         target: args.url.clone(),
         method: args.method.to_ascii_uppercase(),
