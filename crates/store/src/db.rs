@@ -1,7 +1,7 @@
 //! Opening a SQLite database: file mode, pragmas and migrations.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -24,12 +24,34 @@ pub fn open(path: &Path, migrations: &[&str], busy: Duration) -> Result<Connecti
 
     // WAL lets readers go on while one writer commits; NORMAL syncs at checkpoints, so
     // a committed transaction survives a killed process (not a power cut).
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| StoreError::sqlite(path, e))?;
+    enable_wal(&conn, path, busy)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| StoreError::sqlite(path, e))?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| StoreError::sqlite(path, e))?;
 
     migrate(&conn, path, migrations)?;
     Ok(conn)
+}
+
+/// Switches the database to WAL. On a fresh database, still in rollback mode, that takes
+/// an exclusive lock; when several processes open it at once, SQLite sees a possible
+/// deadlock and answers "busy" at once instead of calling the busy handler, so the wait
+/// happens here, up to the same `busy` timeout.
+fn enable_wal(conn: &Connection, path: &Path, busy: Duration) -> Result<()> {
+    let deadline = Instant::now() + busy;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => return Err(StoreError::sqlite(path, err)),
+        }
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(err.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
 fn create_private_if_missing(path: &Path) -> Result<()> {
