@@ -334,6 +334,13 @@ pub struct ProxyStartArgs {
 pub enum LogCommand {
     /// List audit entries.
     List(Box<LogFilters>),
+    /// Every field of one entry, the policy it ran under, and its chain position.
+    Detail {
+        /// The entry's id (`log_...`).
+        id: String,
+    },
+    /// Walk the hash chain and report the first broken, missing or reordered entry.
+    Verify,
 }
 
 /// Output of `log list` and `proxy logs`.
@@ -385,4 +392,7 @@ pub struct LogFilters {
     /// Output format (default: table on a terminal, JSON Lines otherwise).
     #[arg(long)]
     pub format: Option<LogFormat>,
+    /// Keep printing new entries as any process writes them, until interrupted.
+    #[arg(long)]
+    pub tail: bool,
 }

@@ -124,17 +124,21 @@ pub struct AuditEntry {
     pub policy_snapshot_id: Option<String>,
     /// Hash of the previous entry (hex), empty for the first.
     pub prev_hash: String,
-    /// Hash of this entry (hex).
+    /// Hash of this entry's start-time fields and the previous hash (hex).
     pub hash: String,
+    /// Hash of `hash` and the outcome fields (hex), set when the call settles; empty
+    /// while the entry is `PENDING`.
+    pub outcome_hash: String,
 }
 
 impl AuditEntry {
-    /// The chain hash: SHA-256 over the previous hash and the fields fixed when the call
-    /// starts (who, what, where, when). Fields that only the call's end settles (status,
-    /// code, duration) are covered by the row that completes the entry.
+    /// The chain hash: SHA-256 over the previous hash and every field fixed when the call
+    /// starts (who, what, where, when, under which policy). The outcome, settled later,
+    /// is covered by [`AuditEntry::outcome_digest`].
     pub fn chain_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        let fields: [&str; 12] = [
+        let keys = self.secret_keys.join(",");
+        let styles = self.auth_styles.join(",");
+        let fields: [&str; 18] = [
             &self.prev_hash,
             &self.id,
             &self.timestamp,
@@ -143,17 +147,33 @@ impl AuditEntry {
             self.agent_id.as_deref().unwrap_or(""),
             self.identity_level.as_str(),
             self.token_id.as_deref().unwrap_or(""),
+            self.token_fingerprint.as_deref().unwrap_or(""),
+            self.session_id.as_deref().unwrap_or(""),
             self.transport.as_str(),
             &self.method,
             &self.target_url,
-            &self.secret_keys.join(","),
+            &self.domain,
+            &keys,
+            &styles,
+            self.policy_snapshot_id.as_deref().unwrap_or(""),
+            &self.seq.to_string(),
         ];
-        hasher.update(self.seq.to_be_bytes());
-        for field in fields {
-            hasher.update((field.len() as u64).to_be_bytes());
-            hasher.update(field.as_bytes());
-        }
-        hex(&hasher.finalize())
+        digest(&fields)
+    }
+
+    /// The outcome hash: SHA-256 over [`AuditEntry::hash`] and the fields settled when
+    /// the call ends (status, reason, code, duration, redaction).
+    pub fn outcome_digest(&self) -> String {
+        let code = self.status_code.map(|c| c.to_string()).unwrap_or_default();
+        let fields: [&str; 6] = [
+            &self.hash,
+            self.status.as_str(),
+            &self.reason,
+            &code,
+            &self.duration_ms.to_string(),
+            if self.redacted { "1" } else { "0" },
+        ];
+        digest(&fields)
     }
 
     /// The one-line rendering of `log list` and `proxy logs` on a terminal:
@@ -184,6 +204,16 @@ fn url_path(url: &str) -> &str {
     let Some((_, after_scheme)) = url.split_once("://") else { return url };
     let path = after_scheme.find('/').map_or("/", |at| &after_scheme[at..]);
     path.split('?').next().unwrap_or(path)
+}
+
+/// SHA-256 over length-prefixed fields, so no two field lists hash alike.
+fn digest(fields: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for field in fields {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hex(&hasher.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -220,6 +250,7 @@ mod tests {
             policy_snapshot_id: None,
             prev_hash: String::new(),
             hash: String::new(),
+            outcome_hash: String::new(),
         }
     }
 
@@ -239,6 +270,15 @@ mod tests {
 
         assert_ne!(base, other.chain_hash());
         assert_eq!(base, entry().chain_hash());
+    }
+
+    #[test]
+    fn outcome_digest_covers_the_settled_fields() {
+        let base = entry().outcome_digest();
+        let mut other = entry();
+        other.status_code = Some(500);
+
+        assert_ne!(base, other.outcome_digest());
     }
 
     #[test]

@@ -48,7 +48,8 @@ const MIGRATIONS: &[&str] = &[
         redacted INTEGER NOT NULL,
         policy_snapshot_id TEXT,
         prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL
+        hash TEXT NOT NULL,
+        outcome_hash TEXT NOT NULL
      );
      CREATE INDEX audit_log_timestamp ON audit_log (timestamp);
      CREATE INDEX audit_log_agent ON audit_log (agent_id);
@@ -132,6 +133,55 @@ pub struct AuditQuery {
     pub until: Option<String>,
 }
 
+/// The result of walking the hash chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Entries checked before the first problem (all of them when there is none).
+    pub entries: u64,
+    /// Entries still `PENDING` (a process died mid-call, or calls are in flight).
+    pub pending: u64,
+    /// The first broken entry.
+    pub first_problem: Option<ChainProblem>,
+}
+
+/// Where and how the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainProblem {
+    /// Sequence number of the entry found broken.
+    pub seq: i64,
+    /// Its id.
+    pub id: String,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+/// What is wrong with `entry` given the entry before it, if anything.
+fn chain_problem(entry: &AuditEntry, previous: Option<&(i64, String)>) -> Option<&'static str> {
+    let (expected_seq, expected_prev) = match previous {
+        Some((seq, hash)) => (seq + 1, hash.as_str()),
+        None => (entry.seq, ""),
+    };
+    if previous.is_none() && entry.seq != 1 && entry.prev_hash.is_empty() {
+        return Some("the first entry does not start the chain");
+    }
+    if entry.seq != expected_seq {
+        return Some("entries are missing before this one");
+    }
+    if previous.is_some() && entry.prev_hash != expected_prev {
+        return Some("it does not follow the entry before it (removed or reordered)");
+    }
+    if entry.hash != entry.chain_hash() {
+        return Some("its recorded fields were edited");
+    }
+    let sealed = !entry.outcome_hash.is_empty();
+    if (sealed || entry.status != CallStatus::Pending)
+        && entry.outcome_hash != entry.outcome_digest()
+    {
+        return Some("its outcome was edited after the call ended");
+    }
+    None
+}
+
 /// What the log says about one named agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentActivity {
@@ -183,23 +233,74 @@ impl AuditLog {
         self.append(entry, outcome)
     }
 
-    /// Settles the outcome of an entry written by [`AuditLog::begin`].
+    /// Settles the outcome of an entry written by [`AuditLog::begin`], sealing it with its
+    /// outcome hash.
     pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<()> {
-        self.conn()
-            .execute(
+        let conn = self.conn();
+        db::immediate(&conn, &self.path, |conn| {
+            let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE id = ?1");
+            let found =
+                conn.query_row(&sql, [id], entry_row).optional().map_err(|e| self.err(e))?;
+            let Some(mut entry) = found else { return Ok(()) };
+            entry.status = outcome.status;
+            entry.reason = outcome.reason.clone();
+            entry.status_code = outcome.status_code;
+            entry.duration_ms = outcome.duration_ms;
+            entry.redacted = outcome.redacted;
+            entry.outcome_hash = entry.outcome_digest();
+
+            conn.execute(
                 "UPDATE audit_log SET status = ?2, reason = ?3, status_code = ?4, \
-                 duration_ms = ?5, redacted = ?6 WHERE id = ?1",
+                 duration_ms = ?5, redacted = ?6, outcome_hash = ?7 WHERE id = ?1",
                 params![
                     id,
-                    outcome.status.as_str(),
-                    outcome.reason,
-                    outcome.status_code,
-                    outcome.duration_ms as i64,
-                    outcome.redacted,
+                    entry.status.as_str(),
+                    entry.reason,
+                    entry.status_code,
+                    entry.duration_ms as i64,
+                    entry.redacted,
+                    entry.outcome_hash,
                 ],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+            Ok(())
+        })
+    }
+
+    /// One entry by id.
+    pub fn entry(&self, id: &str) -> Result<Option<AuditEntry>> {
+        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE id = ?1");
+        self.conn().query_row(&sql, [id], entry_row).optional().map_err(|e| self.err(e))
+    }
+
+    /// The highest sequence number written so far (0 for an empty log).
+    pub fn last_seq(&self) -> Result<i64> {
+        self.conn()
+            .query_row("SELECT coalesce(max(seq), 0) FROM audit_log", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Walks the whole chain in order and returns the first entry that is missing,
+    /// reordered, edited or whose outcome was changed after it was sealed.
+    pub fn verify(&self) -> Result<ChainReport> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq");
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+
+        let mut report = ChainReport::default();
+        let mut previous: Option<(i64, String)> = None;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let entry = entry_row(row).map_err(|e| self.err(e))?;
+            if let Some(problem) = chain_problem(&entry, previous.as_ref()) {
+                report.first_problem = Some(ChainProblem { seq: entry.seq, id: entry.id, problem });
+                return Ok(report);
+            }
+            report.entries += 1;
+            report.pending += u64::from(entry.status == CallStatus::Pending);
+            previous = Some((entry.seq, entry.hash));
+        }
+        Ok(report)
     }
 
     /// Stores a policy snapshot once per distinct content.
@@ -291,6 +392,9 @@ impl AuditLog {
 
             let mut full = to_entry(entry, outcome, prev_seq + 1, prev_hash);
             full.hash = full.chain_hash();
+            if full.status != CallStatus::Pending {
+                full.outcome_hash = full.outcome_digest();
+            }
             insert(conn, &full).map_err(|e| self.err(e))?;
             Ok(full.id)
         })
@@ -309,7 +413,7 @@ impl AuditLog {
 const COLUMNS: &str = "seq, id, timestamp, workspace, project, agent_id, identity_level, \
     token_id, token_fingerprint, session_id, transport, method, target_url, domain, \
     secret_keys, auth_styles, status, reason, status_code, duration_ms, redacted, \
-    policy_snapshot_id, prev_hash, hash";
+    policy_snapshot_id, prev_hash, hash, outcome_hash";
 
 fn where_clause(query: &AuditQuery) -> (String, Vec<String>) {
     let mut conditions: Vec<String> = Vec::new();
@@ -381,6 +485,7 @@ fn to_entry(entry: &NewAuditEntry, outcome: &Outcome, seq: i64, prev_hash: Strin
         policy_snapshot_id: entry.policy_snapshot_id.clone(),
         prev_hash,
         hash: String::new(),
+        outcome_hash: String::new(),
     }
 }
 
@@ -392,7 +497,7 @@ fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
         &format!(
             "INSERT INTO audit_log ({COLUMNS}) VALUES \
                   (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                   ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                   ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
         ),
         params![
             e.seq,
@@ -419,6 +524,7 @@ fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
             e.policy_snapshot_id,
             e.prev_hash,
             e.hash,
+            e.outcome_hash,
         ],
     )?;
     Ok(())
@@ -460,5 +566,6 @@ fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         policy_snapshot_id: row.get(21)?,
         prev_hash: text(22)?,
         hash: text(23)?,
+        outcome_hash: text(24)?,
     })
 }

@@ -20,7 +20,9 @@ mod keys;
 pub mod registry;
 pub mod vault;
 
-pub use audit::{AgentActivity, AuditLog, AuditQuery, NewAuditEntry, Outcome};
+pub use audit::{
+    AgentActivity, AuditLog, AuditQuery, ChainProblem, ChainReport, NewAuditEntry, Outcome,
+};
 pub use error::StoreError;
 pub use home::Home;
 pub use keys::KeySource;

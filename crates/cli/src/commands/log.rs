@@ -1,6 +1,7 @@
 //! `log list` (and `proxy logs`, which shares it).
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use agentsecrets_core::audit::{AuditEntry, CallStatus};
 use agentsecrets_core::identity::IdentityLevel;
@@ -15,6 +16,56 @@ use crate::output::stdout_is_terminal;
 pub fn run(command: LogCommand) -> anyhow::Result<()> {
     match command {
         LogCommand::List(filters) => list(&filters),
+        LogCommand::Detail { id } => detail(&id),
+        LogCommand::Verify => verify(),
+    }
+}
+
+fn detail(id: &str) -> anyhow::Result<()> {
+    let audit = AuditLog::open(&home()?)?;
+    let entry = audit.entry(id)?.ok_or_else(|| {
+        anyhow::anyhow!("no audit entry {id}; find ids with: agentsecrets log list --format json")
+    })?;
+    let snapshot = match &entry.policy_snapshot_id {
+        Some(snapshot) => audit.snapshot(snapshot)?,
+        None => None,
+    };
+    let policy: serde_json::Value = snapshot
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let last = audit.last_seq()?;
+
+    let detail = serde_json::json!({
+        "entry": entry,
+        "policy": policy,
+        "chain": { "seq": entry.seq, "of": last, "prev_hash": entry.prev_hash, "hash": entry.hash },
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &detail)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn verify() -> anyhow::Result<()> {
+    let audit = AuditLog::open(&home()?)?;
+    let report = audit.verify()?;
+    match report.first_problem {
+        None => {
+            let pending = match report.pending {
+                0 => String::new(),
+                n => format!(" ({n} still pending: in flight, or cut short by a crash)"),
+            };
+            println!("audit log intact: {} entries verified{pending}", report.entries);
+            Ok(())
+        }
+        Some(problem) => {
+            println!(
+                "audit log BROKEN at entry {} (seq {}): {}; {} entries before it verified",
+                problem.id, problem.seq, problem.problem, report.entries
+            );
+            Err(crate::Reported.into())
+        }
     }
 }
 
@@ -30,6 +81,9 @@ pub fn list(filters: &LogFilters) -> anyhow::Result<()> {
     });
 
     let mut out = std::io::stdout().lock();
+    if filters.tail {
+        return tail(&audit, &query, format, entries);
+    }
     match format {
         LogFormat::Table => {
             for entry in &entries {
@@ -48,6 +102,61 @@ pub fn list(filters: &LogFilters) -> anyhow::Result<()> {
         }
         LogFormat::Csv => write_csv(&mut out, &entries)?,
     }
+    Ok(())
+}
+
+/// Prints the recent entries, then every new one as it is committed by any process,
+/// until interrupted. An entry is printed once it is settled, so each call shows with its
+/// outcome; one left pending by a crashed process is printed after a grace period.
+fn tail(
+    audit: &AuditLog,
+    query: &AuditQuery,
+    format: LogFormat,
+    recent: Vec<AuditEntry>,
+) -> anyhow::Result<()> {
+    const PENDING_GRACE: Duration = Duration::from_secs(30);
+
+    print_entries(&recent, format)?;
+    let mut seen = recent.last().map_or(audit.last_seq()?, |e| e.seq);
+    let mut waiting_since: Option<(i64, Instant)> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let fresh = audit.after(seen, query)?;
+        let mut ready = Vec::new();
+        for entry in fresh {
+            if entry.status == CallStatus::Pending {
+                let since = match waiting_since {
+                    Some((seq, at)) if seq == entry.seq => at,
+                    _ => {
+                        waiting_since = Some((entry.seq, Instant::now()));
+                        break;
+                    }
+                };
+                if since.elapsed() < PENDING_GRACE {
+                    break;
+                }
+            }
+            ready.push(entry);
+        }
+        if let Some(last) = ready.last() {
+            seen = last.seq;
+        }
+        print_entries(&ready, format)?;
+    }
+}
+
+fn print_entries(entries: &[AuditEntry], format: LogFormat) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for entry in entries {
+        match format {
+            LogFormat::Table => writeln!(out, "{}", entry.one_line())?,
+            _ => {
+                serde_json::to_writer(&mut out, entry)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 
