@@ -341,6 +341,81 @@ pub enum LogCommand {
     },
     /// Walk the hash chain and report the first broken, missing or reordered entry.
     Verify,
+    /// Calls by identity, top agents, secrets and domains, refusals, durations.
+    Summary(Box<SummaryArgs>),
+    /// Write matching entries as CSV, JSON or JSON Lines, streaming.
+    Export(Box<ExportArgs>),
+}
+
+/// `log summary`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Only entries since: 15m, 2h, 7d or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, value_enum)]
+    pub format: Option<SummaryFormat>,
+}
+
+/// Output of `log summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    /// Text for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// `log export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// csv, json or jsonl.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Which entries.
+    #[command(flatten)]
+    pub filters: ExportFilters,
+}
+
+/// Formats of `log export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// CSV (RFC 4180) with a header row.
+    Csv,
+    /// One JSON array.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Filters of `log export` (those of `log list` without `--last`).
+#[derive(Debug, Args)]
+pub struct ExportFilters {
+    /// Only these identity levels.
+    #[arg(long, value_name = "LEVEL")]
+    pub identity: Vec<String>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only calls that used this secret.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Only calls to this domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Only this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only entries since: 15m, 2h, 7d or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only entries before: 15m, 2h, 7d or an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 /// Output of `log list` and `proxy logs`.

@@ -54,9 +54,13 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if err.downcast_ref::<Reported>().is_some() {
         return ExitCode::from(1);
     }
-    if let Some(io) = err.downcast_ref::<std::io::Error>()
-        && io.kind() == std::io::ErrorKind::BrokenPipe
-    {
+    let broken_pipe = err.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        let json =
+            cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind);
+        io.or(json) == Some(std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
         // The reader went away (`| head`): that is not a failure of ours.
         return ExitCode::SUCCESS;
     }

@@ -133,6 +133,38 @@ pub struct AuditQuery {
     pub until: Option<String>,
 }
 
+/// A name and how many calls it had.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Count {
+    /// The agent, secret, domain, level or reason.
+    pub name: String,
+    /// Number of calls.
+    pub calls: i64,
+}
+
+/// Totals of `log summary`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// All matching calls.
+    pub total: i64,
+    /// Calls per identity level.
+    pub by_identity: Vec<Count>,
+    /// Agents with the most calls.
+    pub top_agents: Vec<Count>,
+    /// Secrets used most.
+    pub top_secrets: Vec<Count>,
+    /// Domains called most.
+    pub top_domains: Vec<Count>,
+    /// Calls per status.
+    pub by_status: Vec<Count>,
+    /// Blocked and failed calls per `STATUS reason`.
+    pub refusals: Vec<Count>,
+    /// Median duration of successful calls.
+    pub p50_ms: Option<i64>,
+    /// 95th percentile duration of successful calls.
+    pub p95_ms: Option<i64>,
+}
+
 /// The result of walking the hash chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
@@ -337,6 +369,108 @@ impl AuditLog {
             .query_map(rusqlite::params_from_iter(values.iter()), entry_row)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(|e| self.err(e))
+    }
+
+    /// Calls every matching entry in order, reading one row at a time (constant memory
+    /// for any log size). `query.last` is ignored.
+    pub fn for_each(
+        &self,
+        query: &AuditQuery,
+        mut visit: impl FnMut(AuditEntry) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        let (clause, values) = where_clause(query);
+        let sql = format!("SELECT {COLUMNS} FROM audit_log {clause} ORDER BY seq");
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows =
+            stmt.query(rusqlite::params_from_iter(values.iter())).map_err(|e| self.err(e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let entry = entry_row(row).map_err(|e| self.err(e))?;
+            visit(entry).map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// How many entries match.
+    pub fn count(&self, query: &AuditQuery) -> Result<u64> {
+        let (clause, values) = where_clause(query);
+        let sql = format!("SELECT count(*) FROM audit_log {clause}");
+        self.conn()
+            .query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Totals for `log summary` over the matching entries.
+    pub fn summary(&self, query: &AuditQuery) -> Result<Summary> {
+        let (clause, values) = where_clause(query);
+        let conn = self.conn();
+        let grouped = |select: &str, group: &str, limit: usize| -> Result<Vec<Count>> {
+            let sql = format!(
+                "SELECT {select}, count(*) AS n FROM audit_log {clause} GROUP BY {group} \
+                 ORDER BY n DESC, 1 LIMIT {limit}"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                    Ok(Count {
+                        name: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        calls: r.get(1)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(|e| self.err(e))
+        };
+
+        let by_identity = grouped("identity_level", "identity_level", 10)?;
+        let top_agents = grouped("agent_id", "agent_id", 10)?
+            .into_iter()
+            .filter(|count| !count.name.is_empty())
+            .collect();
+        let top_domains = grouped("domain", "domain", 10)?;
+        let by_status = grouped("status", "status", 10)?;
+        let refusals = grouped("status || ' ' || reason", "status, reason", 50)?
+            .into_iter()
+            .filter(|c| !c.name.starts_with("OK ") && !c.name.starts_with("PENDING "))
+            .collect();
+
+        let joiner = if clause.is_empty() { "WHERE" } else { "AND" };
+        let sql = format!(
+            "SELECT j.value, count(*) AS n FROM audit_log, json_each(audit_log.secret_keys) j \
+             {clause} GROUP BY j.value ORDER BY n DESC, 1 LIMIT 10"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let top_secrets = stmt
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                Ok(Count { name: r.get(0)?, calls: r.get(1)? })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+
+        let total: i64 = by_identity.iter().map(|c| c.calls).sum();
+        let percentile = |p: f64| -> Result<Option<i64>> {
+            let sql = format!(
+                "SELECT duration_ms FROM (SELECT duration_ms, \
+                 row_number() OVER (ORDER BY duration_ms) AS rank, count(*) OVER () AS n \
+                 FROM audit_log {clause} {joiner} status = 'OK') \
+                 WHERE rank = CAST((n - 1) * {p} AS INTEGER) + 1"
+            );
+            conn.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))
+        };
+        Ok(Summary {
+            total,
+            by_identity,
+            top_agents,
+            top_secrets,
+            top_domains,
+            by_status,
+            refusals,
+            p50_ms: percentile(0.50)?,
+            p95_ms: percentile(0.95)?,
+        })
     }
 
     /// Calls per named agent: levels seen, number of calls, last call.

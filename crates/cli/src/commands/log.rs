@@ -8,7 +8,11 @@ use agentsecrets_core::identity::IdentityLevel;
 use agentsecrets_store::{AuditLog, AuditQuery};
 
 use crate::UsageError;
-use crate::cli::{LogCommand, LogFilters, LogFormat};
+use anyhow::Context as _;
+
+use crate::cli::{
+    ExportArgs, ExportFormat, LogCommand, LogFilters, LogFormat, SummaryArgs, SummaryFormat,
+};
 use crate::commands::home;
 use crate::output::stdout_is_terminal;
 
@@ -18,7 +22,165 @@ pub fn run(command: LogCommand) -> anyhow::Result<()> {
         LogCommand::List(filters) => list(&filters),
         LogCommand::Detail { id } => detail(&id),
         LogCommand::Verify => verify(),
+        LogCommand::Summary(args) => summary(&args),
+        LogCommand::Export(args) => export(&args),
     }
+}
+
+fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
+    let query = AuditQuery {
+        since: args.since.as_deref().map(|s| time_bound("--since", s)).transpose()?,
+        ..AuditQuery::default()
+    };
+    let audit = AuditLog::open(&home()?)?;
+    let summary = audit.summary(&query)?;
+    let mut out = std::io::stdout().lock();
+    if args.format == Some(SummaryFormat::Json) {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+
+    let anonymous =
+        summary.by_identity.iter().find(|c| c.name == "anonymous").map_or(0, |c| c.calls);
+    let share =
+        if summary.total == 0 { 0.0 } else { 100.0 * anonymous as f64 / summary.total as f64 };
+    writeln!(out, "Calls: {}", summary.total)?;
+    writeln!(out, "By identity:")?;
+    for count in &summary.by_identity {
+        writeln!(out, "  {:<12} {}", count.name, count.calls)?;
+    }
+    writeln!(out, "Anonymous share (coverage gap): {share:.1}%")?;
+    for (title, rows) in [
+        ("Top agents", &summary.top_agents),
+        ("Top secrets", &summary.top_secrets),
+        ("Top domains", &summary.top_domains),
+        ("Blocked and failed, by reason", &summary.refusals),
+    ] {
+        writeln!(out, "{title}:")?;
+        if rows.is_empty() {
+            writeln!(out, "  -")?;
+        }
+        for count in rows.iter() {
+            writeln!(out, "  {:<40} {}", count.name, count.calls)?;
+        }
+    }
+    let ms = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+    writeln!(
+        out,
+        "Duration of successful calls: p50 {}, p95 {}",
+        ms(summary.p50_ms),
+        ms(summary.p95_ms)
+    )?;
+    Ok(())
+}
+
+/// Streams the matching entries to stdout or, through a temporary file renamed at the
+/// end, to `--output`: an interrupted export never leaves a half-written file behind.
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let f = &args.filters;
+    let filters = LogFilters {
+        identity: f.identity.clone(),
+        agent: f.agent.clone(),
+        secret: f.secret.clone(),
+        domain: f.domain.clone(),
+        status: f.status.clone(),
+        reason: None,
+        session: None,
+        since: f.since.clone(),
+        until: f.until.clone(),
+        last: 0,
+        format: None,
+        tail: false,
+    };
+    let query = AuditQuery { last: None, ..query(&filters)? };
+    let audit = AuditLog::open(&home()?)?;
+    let total = audit.count(&query)?;
+    let progress = progress_bar(total);
+
+    let (mut sink, temp): (Box<dyn Write>, Option<std::path::PathBuf>) = match &args.output {
+        None => (Box::new(std::io::BufWriter::new(std::io::stdout().lock())), None),
+        Some(path) => {
+            let temp = path.with_extension("partial");
+            let file = std::fs::File::create(&temp)
+                .with_context(|| format!("cannot create {}", temp.display()))?;
+            (Box::new(std::io::BufWriter::new(file)), Some(temp))
+        }
+    };
+
+    let written = write_export(&audit, &query, args.format, &mut sink, &progress);
+    let finished = written.and_then(|n| sink.flush().map(|()| n).map_err(Into::into));
+    drop(sink);
+    progress.finish_and_clear();
+    match (finished, temp, &args.output) {
+        (Ok(n), Some(temp), Some(path)) => {
+            std::fs::rename(&temp, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("exported {n} entries to {}", path.display());
+            Ok(())
+        }
+        (Ok(_), _, _) => Ok(()),
+        (Err(err), temp, _) => {
+            if let Some(temp) = temp {
+                let _ = std::fs::remove_file(temp);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn write_export(
+    audit: &AuditLog,
+    query: &AuditQuery,
+    format: ExportFormat,
+    out: &mut dyn Write,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
+    match format {
+        ExportFormat::Csv => writeln!(out, "{CSV_HEADER}")?,
+        ExportFormat::Json => write!(out, "[")?,
+        ExportFormat::Jsonl => {}
+    }
+    let mut first = true;
+    let count = audit.for_each(query, |entry| {
+        match format {
+            ExportFormat::Csv => writeln!(out, "{}", csv_row(&entry))?,
+            ExportFormat::Jsonl => {
+                serde_json::to_writer(&mut *out, &entry)?;
+                writeln!(out)?;
+            }
+            ExportFormat::Json => {
+                if !first {
+                    write!(out, ",")?;
+                }
+                writeln!(out)?;
+                serde_json::to_writer(&mut *out, &entry)?;
+            }
+        }
+        first = false;
+        progress.inc(1);
+        Ok(())
+    })?;
+    if format == ExportFormat::Json {
+        writeln!(out, "\n]")?;
+    }
+    Ok(count)
+}
+
+/// A progress bar on a terminal for exports large enough to wait for; hidden otherwise.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+
+    if total < 10_000 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} entries ({per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 fn detail(id: &str) -> anyhow::Result<()> {
@@ -213,40 +375,46 @@ fn time_bound(flag: &str, raw: &str) -> anyhow::Result<String> {
     Ok(agentsecrets_store::format_timestamp(then))
 }
 
+const CSV_HEADER: &str = "id,seq,timestamp,workspace,project,agent_id,identity_level,token_id,\
+    token_fingerprint,session_id,transport,method,target_url,domain,secret_keys,auth_styles,\
+    status,reason,status_code,duration_ms,redacted,policy_snapshot_id,prev_hash,hash";
+
 fn write_csv(out: &mut impl Write, entries: &[AuditEntry]) -> std::io::Result<()> {
-    const HEADER: &str = "id,seq,timestamp,workspace,project,agent_id,identity_level,token_id,\
-        session_id,transport,method,target_url,domain,secret_keys,auth_styles,status,reason,\
-        status_code,duration_ms,redacted,policy_snapshot_id,hash";
-    writeln!(out, "{HEADER}")?;
-    for e in entries {
-        let fields = [
-            e.id.clone(),
-            e.seq.to_string(),
-            e.timestamp.clone(),
-            e.workspace.clone(),
-            e.project.clone(),
-            e.agent_id.clone().unwrap_or_default(),
-            e.identity_level.as_str().to_owned(),
-            e.token_id.clone().unwrap_or_default(),
-            e.session_id.clone().unwrap_or_default(),
-            e.transport.as_str().to_owned(),
-            e.method.clone(),
-            e.target_url.clone(),
-            e.domain.clone(),
-            e.secret_keys.join(";"),
-            e.auth_styles.join(";"),
-            e.status.as_str().to_owned(),
-            e.reason.clone(),
-            e.status_code.map(|c| c.to_string()).unwrap_or_default(),
-            e.duration_ms.to_string(),
-            e.redacted.to_string(),
-            e.policy_snapshot_id.clone().unwrap_or_default(),
-            e.hash.clone(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        writeln!(out, "{}", line.join(","))?;
+    writeln!(out, "{CSV_HEADER}")?;
+    for entry in entries {
+        writeln!(out, "{}", csv_row(entry))?;
     }
     Ok(())
+}
+
+fn csv_row(e: &AuditEntry) -> String {
+    let fields = [
+        e.id.clone(),
+        e.seq.to_string(),
+        e.timestamp.clone(),
+        e.workspace.clone(),
+        e.project.clone(),
+        e.agent_id.clone().unwrap_or_default(),
+        e.identity_level.as_str().to_owned(),
+        e.token_id.clone().unwrap_or_default(),
+        e.token_fingerprint.clone().unwrap_or_default(),
+        e.session_id.clone().unwrap_or_default(),
+        e.transport.as_str().to_owned(),
+        e.method.clone(),
+        e.target_url.clone(),
+        e.domain.clone(),
+        e.secret_keys.join(";"),
+        e.auth_styles.join(";"),
+        e.status.as_str().to_owned(),
+        e.reason.clone(),
+        e.status_code.map(|c| c.to_string()).unwrap_or_default(),
+        e.duration_ms.to_string(),
+        e.redacted.to_string(),
+        e.policy_snapshot_id.clone().unwrap_or_default(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ];
+    fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
 }
 
 /// RFC 4180 quoting: quote fields holding a comma, quote or line break; double quotes.
