@@ -42,6 +42,9 @@ pub enum Command {
     /// Agents and their tokens.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The MCP server over stdio, and its registration with MCP clients.
+    #[command(subcommand)]
+    Mcp(McpCommand),
 }
 
 /// `agent ...`.
@@ -327,6 +330,11 @@ pub struct ProxyStartArgs {
     /// Do not require X-AS-Session-Token on /proxy (any local process may call).
     #[arg(long)]
     pub no_session_token: bool,
+    /// Run in the background (output in $AGENTSECRETS_HOME/proxy.log); return once the
+    /// proxy answers /health.
+    #[arg(long, env = "AGENTSECRETS_PROXY_DETACH")]
+    #[arg(value_parser = clap::builder::FalseyValueParser::new())]
+    pub detach: bool,
 }
 
 /// `log ...`.
@@ -341,6 +349,22 @@ pub enum LogCommand {
     },
     /// Walk the hash chain and report the first broken, missing or reordered entry.
     Verify,
+    /// Append synthetic entries (for benchmarks and trying the log commands).
+    #[command(hide = true)]
+    Seed {
+        /// How many entries.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Spread them over this many days before now.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Delete entries older than a date, keeping the chain verifiable.
+    Prune {
+        /// Entries before this are removed: YYYY-MM-DD, RFC 3339, or an age such as 90d.
+        #[arg(long)]
+        before: String,
+    },
     /// Calls by identity, top agents, secrets and domains, refusals, durations.
     Summary(Box<SummaryArgs>),
     /// Write matching entries as CSV, JSON or JSON Lines, streaming.
@@ -470,4 +494,54 @@ pub struct LogFilters {
     /// Keep printing new entries as any process writes them, until interrupted.
     #[arg(long)]
     pub tail: bool,
+}
+
+/// `mcp ...`.
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Serve MCP on stdin and stdout (an MCP client starts this; stdout is protocol only).
+    Serve(McpServeArgs),
+    /// Register `agentsecrets mcp serve` in an MCP client's configuration file.
+    Install(McpInstallArgs),
+}
+
+/// `mcp serve`.
+#[derive(Debug, Args)]
+pub struct McpServeArgs {
+    /// Declare the calling agent's name.
+    #[arg(long, env = "AGENTSECRETS_AGENT_ID", value_name = "NAME")]
+    pub agent_id: Option<String>,
+    /// Agent token (`agt_...`), or a `<NAME>_TOKEN` reference.
+    #[arg(long, env = "AGENTSECRETS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Allow plain-HTTP calls to loopback targets (for local testing).
+    #[arg(
+        long,
+        env = "AGENTSECRETS_ALLOW_LOCAL_HTTP",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub allow_local_http: bool,
+}
+
+/// `mcp install`.
+#[derive(Debug, Args)]
+pub struct McpInstallArgs {
+    /// The MCP client to register with.
+    #[arg(long, value_enum, default_value = "claude")]
+    pub client: McpClient,
+    /// Print the change and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The client's configuration file (default: where the client keeps it).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// MCP clients whose configuration `mcp install` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum McpClient {
+    /// Claude Desktop.
+    Claude,
+    /// Cursor.
+    Cursor,
 }

@@ -47,6 +47,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Proxy(cmd) => commands::proxy::run(cmd),
         Command::Log(cmd) => commands::log::run(cmd),
         Command::Agent(cmd) => commands::agent::run(cmd),
+        Command::Mcp(cmd) => commands::mcp::run(cmd),
     }
 }
 

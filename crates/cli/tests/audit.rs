@@ -96,7 +96,7 @@ fn log_verify_finds_an_edited_outcome_and_a_removed_entry() {
 
     let intact = verify();
     assert!(intact.status.success(), "{}", support::describe(&intact));
-    assert!(String::from_utf8_lossy(&intact.stdout).contains("4 entries verified"));
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("4 entries and"));
 
     let conn = rusqlite::Connection::open(home.path().join("audit.db")).unwrap();
     conn.execute("UPDATE audit_log SET status = 'OK', reason = '-' WHERE seq = 3", []).unwrap();
@@ -223,4 +223,31 @@ fn log_tail_follows_entries_written_by_another_process() {
     let entry: serde_json::Value = serde_json::from_str(&line.expect("a tailed line")).unwrap();
     assert_eq!(entry["agent_id"], "late");
     assert_eq!(entry["status"], "OK");
+}
+
+#[test]
+fn checkpoints_are_signed_and_a_pruned_log_still_verifies() {
+    let home = home_with_secret();
+    home.run_ok(&["log", "seed", "--count", "2500", "--days", "30"]);
+    let verified = home.run_ok(&["log", "verify"]);
+    assert!(verified.contains("2500 entries and 2 signed checkpoints"), "{verified}");
+
+    let pruned = home.run_ok(&["log", "prune", "--before", "15d"]);
+    assert!(pruned.starts_with("pruned "), "{pruned}");
+    let remaining = home.audit().len();
+    assert!(remaining > 1000 && remaining < 1500, "{remaining} entries left");
+    let after = home.run(&["log", "verify"]);
+    assert!(after.status.success(), "a pruned log verifies: {}", support::describe(&after));
+
+    // The first entry after the cut cannot be removed unnoticed.
+    let conn = rusqlite::Connection::open(home.path().join("audit.db")).unwrap();
+    conn.execute("DELETE FROM audit_log WHERE seq = (SELECT min(seq) FROM audit_log)", []).unwrap();
+    assert_eq!(home.run(&["log", "verify"]).status.code(), Some(1));
+
+    // Nor can a checkpoint be forged without the workspace key.
+    conn.execute("UPDATE audit_checkpoints SET hash = 'forged' WHERE kind = 'interval'", [])
+        .unwrap();
+    let forged = home.run(&["log", "verify"]);
+    assert_eq!(forged.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("checkpoint"));
 }

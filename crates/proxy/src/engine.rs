@@ -128,6 +128,8 @@ impl Engine {
         project: Project,
         config: EngineConfig,
     ) -> Result<Engine, reqwest::Error> {
+        let signer = vault.clone();
+        audit.set_signer(Box::new(move |message| signer.sign(message)));
         let resolver = Arc::new(VettingResolver::new(config.allow_local_http));
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(ClientResolver(resolver.clone())))
@@ -461,6 +463,7 @@ impl Engine {
             secret_keys: dedup(keys),
             auth_styles: dedup(styles),
             policy_snapshot_id: None,
+            at: None,
         };
         Draft { entry, started: Instant::now(), report: None, recorded: false }
     }

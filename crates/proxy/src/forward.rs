@@ -316,7 +316,10 @@ fn response_headers(
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(upstream.len());
     for (name, value) in upstream {
-        if is_hop_by_hop(name) || name == header::CONTENT_LENGTH || name == REDACTED_HEADER {
+        // X-AS-* headers are the proxy's own words to its caller: an upstream must not be
+        // able to forge a refusal or a redaction notice.
+        let ours = name.as_str().starts_with("x-as-");
+        if is_hop_by_hop(name) || name == header::CONTENT_LENGTH || ours {
             continue;
         }
         let (clean, matched) = redaction.redact_all(value.as_bytes());

@@ -141,6 +141,12 @@ async fn stop(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Respo
 
 async fn proxy(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if state.session.token_required && !has_session_token(&state, &parts.headers) {
+        let refusal = session_refusal();
+        let partial = partial_spec(&parts.headers, parts.method.as_str());
+        state.engine.refuse_early(&partial, &refusal);
+        return refusal_response(&refusal);
+    }
     let mut spec = match call_spec(&parts.headers, parts.method.as_str()) {
         Ok(spec) => spec,
         Err(refusal) => {
@@ -149,12 +155,6 @@ async fn proxy(State(state): State<Arc<ProxyState>>, request: Request) -> Respon
             return refusal_response(&refusal);
         }
     };
-
-    if state.session.token_required && !has_session_token(&state, &parts.headers) {
-        let refusal = session_refusal();
-        state.engine.refuse_early(&spec, &refusal);
-        return refusal_response(&refusal);
-    }
 
     let limit = state.engine.config().max_body_bytes;
     spec.body = match Limited::new(body, limit).collect().await {

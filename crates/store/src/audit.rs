@@ -7,6 +7,7 @@
 //! carries the hash of the one before it, so `log verify` can find an edited or removed
 //! entry.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -52,7 +53,16 @@ const MIGRATIONS: &[&str] = &[
         outcome_hash TEXT NOT NULL
      );
      CREATE INDEX audit_log_timestamp ON audit_log (timestamp);
-     CREATE INDEX audit_log_agent ON audit_log (agent_id);
+     CREATE INDEX audit_log_agent ON audit_log (agent_id, seq);
+     CREATE INDEX audit_log_identity ON audit_log (identity_level, seq);
+     CREATE INDEX audit_log_session ON audit_log (session_id) WHERE session_id IS NOT NULL;
+     CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        signature BLOB NOT NULL
+     );
      CREATE TABLE policy_snapshots (
         id TEXT PRIMARY KEY,
         created_at TEXT NOT NULL,
@@ -91,6 +101,8 @@ pub struct NewAuditEntry {
     pub auth_styles: Vec<String>,
     /// Policy snapshot id.
     pub policy_snapshot_id: Option<String>,
+    /// The entry's time; `None` (always, outside fixtures) means now.
+    pub at: Option<String>,
 }
 
 /// How a call ended.
@@ -133,6 +145,77 @@ pub struct AuditQuery {
     pub until: Option<String>,
 }
 
+/// Counters filled by one pass over the log for [`AuditLog::summary`].
+#[derive(Default)]
+struct Tally {
+    total: i64,
+    by_identity: HashMap<String, i64>,
+    agents: HashMap<String, i64>,
+    secrets: HashMap<String, i64>,
+    domains: HashMap<String, i64>,
+    by_status: HashMap<String, i64>,
+    refusals: HashMap<String, i64>,
+    ok_durations: Vec<i64>,
+}
+
+impl Tally {
+    fn add(&mut self, row: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+        let bump = |map: &mut HashMap<String, i64>, key: &str| match map.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(key.to_owned(), 1);
+            }
+        };
+        self.total += 1;
+        bump(&mut self.by_identity, row.get_ref(0)?.as_str()?);
+        if let Some(agent) = row.get_ref(1)?.as_str_or_null()? {
+            bump(&mut self.agents, agent);
+        }
+        bump(&mut self.domains, row.get_ref(2)?.as_str()?);
+        let status = row.get_ref(3)?.as_str()?;
+        bump(&mut self.by_status, status);
+        if status == "OK" {
+            self.ok_durations.push(row.get(6)?);
+        } else if status != "PENDING" {
+            let reason = row.get_ref(4)?.as_str()?;
+            bump(&mut self.refusals, &format!("{status} {reason}"));
+        }
+        // Secret names are a JSON list of plain names, written by this crate.
+        let keys = row.get_ref(5)?.as_str()?;
+        for key in keys.trim_matches(['[', ']']).split(',').filter(|k| !k.is_empty()) {
+            bump(&mut self.secrets, key.trim_matches('"'));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Summary {
+        let percentile = |sorted: &[i64], p: f64| {
+            (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p) as usize])
+        };
+        self.ok_durations.sort_unstable();
+        Summary {
+            total: self.total,
+            by_identity: top(self.by_identity, 10),
+            top_agents: top(self.agents, 10),
+            top_secrets: top(self.secrets, 10),
+            top_domains: top(self.domains, 10),
+            by_status: top(self.by_status, 10),
+            refusals: top(self.refusals, 50),
+            p50_ms: percentile(&self.ok_durations, 0.50),
+            p95_ms: percentile(&self.ok_durations, 0.95),
+        }
+    }
+}
+
+/// The `limit` largest counts, largest first, ties by name.
+fn top(counts: HashMap<String, i64>, limit: usize) -> Vec<Count> {
+    let mut list: Vec<Count> =
+        counts.into_iter().map(|(name, calls)| Count { name, calls }).collect();
+    list.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.name.cmp(&b.name)));
+    list.truncate(limit);
+    list
+}
+
 /// A name and how many calls it had.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Count {
@@ -165,11 +248,49 @@ pub struct Summary {
     pub p95_ms: Option<i64>,
 }
 
+/// A signed statement that entry `seq` had chain hash `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checkpoint {
+    /// Position in the log.
+    pub seq: i64,
+    /// The entry's chain hash.
+    pub hash: String,
+    /// `interval` (every [`CHECKPOINT_EVERY`] entries) or `prune`.
+    pub kind: String,
+    /// When it was written.
+    pub created_at: String,
+    /// Ed25519 signature by the workspace key over [`checkpoint_message`].
+    #[serde(skip)]
+    pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// Whether the signature verifies; without a key, only its shape is checked.
+    pub fn signature_ok(&self, key: Option<&ed25519_dalek::VerifyingKey>) -> bool {
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(&self.signature) else {
+            return false;
+        };
+        key.is_none_or(|key| {
+            key.verify_strict(&checkpoint_message(self.seq, &self.hash), &signature).is_ok()
+        })
+    }
+}
+
+/// The bytes a checkpoint signs.
+pub fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
+    let mut message = b"agentsecrets audit checkpoint v1\0".to_vec();
+    message.extend_from_slice(&seq.to_be_bytes());
+    message.extend_from_slice(hash.as_bytes());
+    message
+}
+
 /// The result of walking the hash chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
     /// Entries checked before the first problem (all of them when there is none).
     pub entries: u64,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
     /// Entries still `PENDING` (a process died mid-call, or calls are in flight).
     pub pending: u64,
     /// The first broken entry.
@@ -227,10 +348,18 @@ pub struct AgentActivity {
     pub last_call: String,
 }
 
+/// Signs checkpoint messages with the workspace key.
+pub type CheckpointSigner = Box<dyn Fn(&[u8]) -> Result<Vec<u8>> + Send + Sync>;
+
+/// A signed checkpoint is written every this many entries, so an export or a pruned log
+/// can be checked against the workspace key on its own.
+pub const CHECKPOINT_EVERY: i64 = 1000;
+
 /// The open audit log.
 pub struct AuditLog {
     conn: Mutex<Connection>,
     path: PathBuf,
+    signer: std::sync::OnceLock<CheckpointSigner>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -245,7 +374,13 @@ impl AuditLog {
         home.ensure()?;
         let path = home.audit_db();
         let conn = db::open(&path, MIGRATIONS, AUDIT_BUSY_TIMEOUT)?;
-        Ok(AuditLog { conn: Mutex::new(conn), path })
+        Ok(AuditLog { conn: Mutex::new(conn), path, signer: std::sync::OnceLock::new() })
+    }
+
+    /// Gives the log the workspace key's signer, for checkpoints. Without one, entries
+    /// are still chained but no checkpoint is written.
+    pub fn set_signer(&self, signer: CheckpointSigner) {
+        let _ = self.signer.set(signer);
     }
 
     /// Commits a `PENDING` entry for a call about to use a credential; returns its id.
@@ -313,18 +448,36 @@ impl AuditLog {
     }
 
     /// Walks the whole chain in order and returns the first entry that is missing,
-    /// reordered, edited or whose outcome was changed after it was sealed.
-    pub fn verify(&self) -> Result<ChainReport> {
+    /// reordered, edited or whose outcome was changed after it was sealed. With the
+    /// workspace's verifying key, checkpoint signatures are checked too; a pruned log
+    /// must start right after its newest prune checkpoint.
+    pub fn verify(&self, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<ChainReport> {
+        let checkpoints = self.checkpoints()?;
+        let mut report = ChainReport::default();
+        if let Some(bad) = checkpoints.iter().find(|c| !c.signature_ok(key)) {
+            report.first_problem = Some(ChainProblem {
+                seq: bad.seq,
+                id: format!("checkpoint {}", bad.seq),
+                problem: "its signature does not match the workspace key",
+            });
+            return Ok(report);
+        }
+        let mut previous: Option<(i64, String)> =
+            checkpoints.iter().rev().find(|c| c.kind == "prune").map(|c| (c.seq, c.hash.clone()));
+        let signed: std::collections::HashMap<i64, &str> =
+            checkpoints.iter().map(|c| (c.seq, c.hash.as_str())).collect();
+
         let conn = self.conn();
         let sql = format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq");
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
-
-        let mut report = ChainReport::default();
-        let mut previous: Option<(i64, String)> = None;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let entry = entry_row(row).map_err(|e| self.err(e))?;
-            if let Some(problem) = chain_problem(&entry, previous.as_ref()) {
+            let problem = chain_problem(&entry, previous.as_ref()).or_else(|| {
+                let mismatch = signed.get(&entry.seq).is_some_and(|h| *h != entry.hash);
+                mismatch.then_some("it differs from the signed checkpoint at its position")
+            });
+            if let Some(problem) = problem {
                 report.first_problem = Some(ChainProblem { seq: entry.seq, id: entry.id, problem });
                 return Ok(report);
             }
@@ -332,7 +485,74 @@ impl AuditLog {
             report.pending += u64::from(entry.status == CallStatus::Pending);
             previous = Some((entry.seq, entry.hash));
         }
+        report.checkpoints = checkpoints.len() as u64;
         Ok(report)
+    }
+
+    /// Deletes every entry older than `before` (RFC 3339), after writing a signed
+    /// checkpoint of the last one deleted, so the remaining chain still verifies.
+    /// Returns how many entries were removed.
+    pub fn prune(&self, before: &str) -> Result<u64> {
+        if self.signer.get().is_none() {
+            return Err(StoreError::Invalid(
+                "pruning needs the workspace key to sign a checkpoint".to_owned(),
+            ));
+        }
+        let conn = self.conn();
+        db::immediate(&conn, &self.path, |conn| {
+            let last: Option<(i64, String)> = conn
+                .query_row(
+                    "SELECT seq, hash FROM audit_log WHERE seq <= (SELECT max(seq) FROM \
+                     audit_log WHERE timestamp < ?1 AND status != 'PENDING') ORDER BY seq DESC \
+                     LIMIT 1",
+                    [before],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let Some((seq, hash)) = last else { return Ok(0) };
+            conn.execute("DELETE FROM audit_checkpoints WHERE seq = ?1", [seq])
+                .map_err(|e| self.err(e))?;
+            self.checkpoint(conn, seq, &hash, "prune")?;
+            let removed = conn
+                .execute("DELETE FROM audit_log WHERE seq <= ?1", [seq])
+                .map_err(|e| self.err(e))?;
+            Ok(removed as u64)
+        })
+    }
+
+    fn checkpoint(&self, conn: &Connection, seq: i64, hash: &str, kind: &str) -> Result<()> {
+        let Some(sign) = self.signer.get() else { return Ok(()) };
+        let signature = sign(&checkpoint_message(seq, hash))?;
+        conn.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (seq, hash, kind, created_at, signature) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![seq, hash, kind, crate::timestamp_now(), signature],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, hash, kind, created_at, signature FROM audit_checkpoints ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Checkpoint {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                    kind: r.get(2)?,
+                    created_at: r.get(3)?,
+                    signature: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
     }
 
     /// Stores a policy snapshot once per distinct content.
@@ -402,75 +622,23 @@ impl AuditLog {
             .map_err(|e| self.err(e))
     }
 
-    /// Totals for `log summary` over the matching entries.
+    /// Totals for `log summary` over the matching entries, in one pass over the rows.
     pub fn summary(&self, query: &AuditQuery) -> Result<Summary> {
         let (clause, values) = where_clause(query);
-        let conn = self.conn();
-        let grouped = |select: &str, group: &str, limit: usize| -> Result<Vec<Count>> {
-            let sql = format!(
-                "SELECT {select}, count(*) AS n FROM audit_log {clause} GROUP BY {group} \
-                 ORDER BY n DESC, 1 LIMIT {limit}"
-            );
-            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
-                    Ok(Count {
-                        name: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                        calls: r.get(1)?,
-                    })
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-            rows.map_err(|e| self.err(e))
-        };
-
-        let by_identity = grouped("identity_level", "identity_level", 10)?;
-        let top_agents = grouped("agent_id", "agent_id", 10)?
-            .into_iter()
-            .filter(|count| !count.name.is_empty())
-            .collect();
-        let top_domains = grouped("domain", "domain", 10)?;
-        let by_status = grouped("status", "status", 10)?;
-        let refusals = grouped("status || ' ' || reason", "status, reason", 50)?
-            .into_iter()
-            .filter(|c| !c.name.starts_with("OK ") && !c.name.starts_with("PENDING "))
-            .collect();
-
-        let joiner = if clause.is_empty() { "WHERE" } else { "AND" };
         let sql = format!(
-            "SELECT j.value, count(*) AS n FROM audit_log, json_each(audit_log.secret_keys) j \
-             {clause} GROUP BY j.value ORDER BY n DESC, 1 LIMIT 10"
+            "SELECT identity_level, agent_id, domain, status, reason, secret_keys, duration_ms \
+             FROM audit_log {clause}"
         );
+        let conn = self.conn();
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let top_secrets = stmt
-            .query_map(rusqlite::params_from_iter(values.iter()), |r| {
-                Ok(Count { name: r.get(0)?, calls: r.get(1)? })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+        let mut rows =
+            stmt.query(rusqlite::params_from_iter(values.iter())).map_err(|e| self.err(e))?;
 
-        let total: i64 = by_identity.iter().map(|c| c.calls).sum();
-        let percentile = |p: f64| -> Result<Option<i64>> {
-            let sql = format!(
-                "SELECT duration_ms FROM (SELECT duration_ms, \
-                 row_number() OVER (ORDER BY duration_ms) AS rank, count(*) OVER () AS n \
-                 FROM audit_log {clause} {joiner} status = 'OK') \
-                 WHERE rank = CAST((n - 1) * {p} AS INTEGER) + 1"
-            );
-            conn.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| r.get(0))
-                .optional()
-                .map_err(|e| self.err(e))
-        };
-        Ok(Summary {
-            total,
-            by_identity,
-            top_agents,
-            top_secrets,
-            top_domains,
-            by_status,
-            refusals,
-            p50_ms: percentile(0.50)?,
-            p95_ms: percentile(0.95)?,
-        })
+        let mut tally = Tally::default();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            tally.add(row).map_err(|e| self.err(e))?;
+        }
+        Ok(tally.finish())
     }
 
     /// Calls per named agent: levels seen, number of calls, last call.
@@ -514,6 +682,18 @@ impl AuditLog {
     }
 
     fn append(&self, entry: &NewAuditEntry, outcome: &Outcome) -> Result<String> {
+        let mut ids = self.append_many(std::slice::from_ref(&(entry, outcome)))?;
+        Ok(ids.pop().unwrap_or_default())
+    }
+
+    /// Commits several settled entries in one transaction (one commit for all): what a
+    /// writer batching concurrent calls, or a fixture generator, uses. Returns their ids.
+    pub fn record_many(&self, entries: &[(NewAuditEntry, Outcome)]) -> Result<Vec<String>> {
+        let refs: Vec<(&NewAuditEntry, &Outcome)> = entries.iter().map(|(e, o)| (e, o)).collect();
+        self.append_many(&refs)
+    }
+
+    fn append_many(&self, entries: &[(&NewAuditEntry, &Outcome)]) -> Result<Vec<String>> {
         let conn = self.conn();
         db::immediate(&conn, &self.path, |conn| {
             let last: Option<(i64, String)> = conn
@@ -522,15 +702,24 @@ impl AuditLog {
                 })
                 .optional()
                 .map_err(|e| self.err(e))?;
-            let (prev_seq, prev_hash) = last.unwrap_or((0, String::new()));
+            let (mut seq, mut prev_hash) = last.unwrap_or((0, String::new()));
 
-            let mut full = to_entry(entry, outcome, prev_seq + 1, prev_hash);
-            full.hash = full.chain_hash();
-            if full.status != CallStatus::Pending {
-                full.outcome_hash = full.outcome_digest();
+            let mut ids = Vec::with_capacity(entries.len());
+            for (entry, outcome) in entries {
+                seq += 1;
+                let mut full = to_entry(entry, outcome, seq, prev_hash);
+                full.hash = full.chain_hash();
+                if full.status != CallStatus::Pending {
+                    full.outcome_hash = full.outcome_digest();
+                }
+                insert(conn, &full).map_err(|e| self.err(e))?;
+                if full.seq.rem_euclid(CHECKPOINT_EVERY) == 0 {
+                    self.checkpoint(conn, full.seq, &full.hash, "interval")?;
+                }
+                prev_hash = full.hash;
+                ids.push(full.id);
             }
-            insert(conn, &full).map_err(|e| self.err(e))?;
-            Ok(full.id)
+            Ok(ids)
         })
     }
 
@@ -597,7 +786,7 @@ fn to_entry(entry: &NewAuditEntry, outcome: &Outcome, seq: i64, prev_hash: Strin
     AuditEntry {
         id: format!("log_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
         seq,
-        timestamp: crate::timestamp_now(),
+        timestamp: entry.at.clone().unwrap_or_else(crate::timestamp_now),
         workspace: entry.workspace.clone(),
         project: entry.project.clone(),
         agent_id: entry.agent_id.clone(),
@@ -627,40 +816,38 @@ fn insert(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     // Serializing a list of strings cannot fail.
     let keys = serde_json::to_string(&e.secret_keys).unwrap_or_default();
     let styles = serde_json::to_string(&e.auth_styles).unwrap_or_default();
-    conn.execute(
-        &format!(
-            "INSERT INTO audit_log ({COLUMNS}) VALUES \
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES \
                   (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
-        ),
-        params![
-            e.seq,
-            e.id,
-            e.timestamp,
-            e.workspace,
-            e.project,
-            e.agent_id,
-            e.identity_level.as_str(),
-            e.token_id,
-            e.token_fingerprint,
-            e.session_id,
-            e.transport.as_str(),
-            e.method,
-            e.target_url,
-            e.domain,
-            keys,
-            styles,
-            e.status.as_str(),
-            e.reason,
-            e.status_code,
-            e.duration_ms as i64,
-            e.redacted,
-            e.policy_snapshot_id,
-            e.prev_hash,
-            e.hash,
-            e.outcome_hash,
-        ],
-    )?;
+    ))?;
+    stmt.execute(params![
+        e.seq,
+        e.id,
+        e.timestamp,
+        e.workspace,
+        e.project,
+        e.agent_id,
+        e.identity_level.as_str(),
+        e.token_id,
+        e.token_fingerprint,
+        e.session_id,
+        e.transport.as_str(),
+        e.method,
+        e.target_url,
+        e.domain,
+        keys,
+        styles,
+        e.status.as_str(),
+        e.reason,
+        e.status_code,
+        e.duration_ms as i64,
+        e.redacted,
+        e.policy_snapshot_id,
+        e.prev_hash,
+        e.hash,
+        e.outcome_hash,
+    ])?;
     Ok(())
 }
 

@@ -15,13 +15,15 @@ pub mod audit;
 mod crypto;
 mod db;
 mod error;
+pub mod fixture;
 pub mod home;
 mod keys;
 pub mod registry;
 pub mod vault;
 
 pub use audit::{
-    AgentActivity, AuditLog, AuditQuery, ChainProblem, ChainReport, NewAuditEntry, Outcome,
+    AgentActivity, AuditLog, AuditQuery, ChainProblem, ChainReport, Checkpoint, CheckpointSigner,
+    Count, NewAuditEntry, Outcome, Summary,
 };
 pub use error::StoreError;
 pub use home::Home;

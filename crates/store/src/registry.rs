@@ -168,6 +168,16 @@ impl Vault {
         Ok(!existed)
     }
 
+    /// Signs `message` with the workspace key (created on first use), for audit
+    /// checkpoints.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        use ed25519_dalek::Signer as _;
+
+        let conn = self.conn();
+        let key = db::immediate(&conn, self.path(), |conn| self.signing_key(conn))?;
+        Ok(key.sign(message).to_bytes().to_vec())
+    }
+
     /// The workspace's token verifying key, once a token has been issued.
     pub fn verifying_key(&self) -> Result<Option<VerifyingKey>> {
         let raw: Option<Vec<u8>> = self

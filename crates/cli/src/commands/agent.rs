@@ -13,6 +13,7 @@ use agentsecrets_store::{AuditLog, TokenRecord, Vault};
 use crate::UsageError;
 use crate::cli::{AgentCommand, CallOutput, IssueArgs, TokenCommand};
 use crate::commands::open_vault;
+use crate::output::stdout_is_terminal;
 
 /// Runs an `agent` subcommand.
 pub fn run(command: AgentCommand) -> anyhow::Result<()> {
@@ -225,11 +226,22 @@ fn list_agents() -> anyhow::Result<()> {
         writeln!(out, "No agents found")?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<20} {:<15} {:<8} {:<25} {:<12} {:<17} CALLS",
-        "AGENT", "SCOPE", "TOKENS", "LAST USED", "REGISTERED", "LEVELS"
-    )?;
+    // The SDK slices five columns and reads everything after the fourth as the
+    // registration date: the identity levels and call counts are for people only.
+    let wide = stdout_is_terminal();
+    if wide {
+        writeln!(
+            out,
+            "{:<20} {:<15} {:<8} {:<25} {:<12} {:<17} CALLS",
+            "AGENT", "SCOPE", "TOKENS", "LAST USED", "REGISTERED", "LEVELS"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{:<20} {:<15} {:<8} {:<25} REGISTERED",
+            "AGENT", "SCOPE", "TOKENS", "LAST USED"
+        )?;
+    }
     for name in names {
         let record = registered.iter().find(|a| a.name == name && a.deleted_at.is_none());
         let seen = activity.get(&name);
@@ -239,17 +251,17 @@ fn list_agents() -> anyhow::Result<()> {
             .or_else(|| record.and_then(|r| r.last_used_at.clone()))
             .map_or("never".to_owned(), |t| short_time(&t));
         let registered_at = record.map_or("(declared)", |r| r.created_at.get(..10).unwrap_or(""));
+        let name = fit(&name, 20);
+        if !wide {
+            writeln!(out, "{name:<20} {:<15} {tokens:<8} {last:<25} {registered_at}", "workspace")?;
+            continue;
+        }
         let levels = seen.map_or("-".to_owned(), |s| s.levels.join(","));
         let calls = seen.map_or(0, |s| s.calls);
         writeln!(
             out,
-            "{:<20} {:<15} {:<8} {:<25} {:<12} {:<17} {calls}",
-            fit(&name, 20),
+            "{name:<20} {:<15} {tokens:<8} {last:<25} {registered_at:<12} {levels:<17} {calls}",
             "workspace",
-            tokens,
-            last,
-            registered_at,
-            levels
         )?;
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use agentsecrets_core::audit::{AuditEntry, CallStatus};
 use agentsecrets_core::identity::IdentityLevel;
+use agentsecrets_store::fixture::synthetic_entry;
 use agentsecrets_store::{AuditLog, AuditQuery};
 
 use crate::UsageError;
@@ -22,9 +23,53 @@ pub fn run(command: LogCommand) -> anyhow::Result<()> {
         LogCommand::List(filters) => list(&filters),
         LogCommand::Detail { id } => detail(&id),
         LogCommand::Verify => verify(),
+        LogCommand::Prune { before } => prune(&before),
+        LogCommand::Seed { count, days } => seed(count, days),
         LogCommand::Summary(args) => summary(&args),
         LogCommand::Export(args) => export(&args),
     }
+}
+
+fn prune(before: &str) -> anyhow::Result<()> {
+    let cutoff = match before.parse::<jiff::civil::Date>() {
+        Ok(date) => {
+            let midnight = date.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp();
+            agentsecrets_store::format_timestamp(midnight)
+        }
+        Err(_) => time_bound("--before", before)?,
+    };
+    let vault = std::sync::Arc::new(crate::commands::open_vault()?);
+    let audit = AuditLog::open(vault.home())?;
+    let signer = vault.clone();
+    audit.set_signer(Box::new(move |message| signer.sign(message)));
+
+    let removed = audit.prune(&cutoff)?;
+    println!("pruned {removed} entries before {cutoff}; a signed checkpoint keeps the chain whole");
+    Ok(())
+}
+
+fn seed(count: u64, days: u32) -> anyhow::Result<()> {
+    const BATCH: u64 = 10_000;
+
+    let vault = std::sync::Arc::new(crate::commands::open_vault()?);
+    let audit = AuditLog::open(vault.home())?;
+    let signer = vault.clone();
+    audit.set_signer(Box::new(move |message| signer.sign(message)));
+    let end = jiff::Timestamp::now();
+    let progress = progress_bar(count);
+
+    let mut done = 0;
+    while done < count {
+        let batch: Vec<_> = (done..(done + BATCH).min(count))
+            .map(|i| synthetic_entry(i, count, end, days, vault.workspace_id()))
+            .collect();
+        audit.record_many(&batch)?;
+        done += batch.len() as u64;
+        progress.set_position(done);
+    }
+    progress.finish_and_clear();
+    println!("seeded {count} synthetic entries");
+    Ok(())
 }
 
 fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
@@ -210,15 +255,19 @@ fn detail(id: &str) -> anyhow::Result<()> {
 }
 
 fn verify() -> anyhow::Result<()> {
-    let audit = AuditLog::open(&home()?)?;
-    let report = audit.verify()?;
+    let vault = crate::commands::open_vault()?;
+    let audit = AuditLog::open(vault.home())?;
+    let report = audit.verify(vault.verifying_key()?.as_ref())?;
     match report.first_problem {
         None => {
             let pending = match report.pending {
                 0 => String::new(),
                 n => format!(" ({n} still pending: in flight, or cut short by a crash)"),
             };
-            println!("audit log intact: {} entries verified{pending}", report.entries);
+            println!(
+                "audit log intact: {} entries and {} signed checkpoints verified{pending}",
+                report.entries, report.checkpoints
+            );
             Ok(())
         }
         Some(problem) => {

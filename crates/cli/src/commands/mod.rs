@@ -5,6 +5,7 @@ pub mod call;
 pub mod env;
 pub mod init;
 pub mod log;
+pub mod mcp;
 pub mod project;
 pub mod proxy;
 pub mod secrets;

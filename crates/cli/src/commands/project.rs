@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::UsageError;
 use crate::cli::ProjectCommand;
-use crate::commands::{current_project, open_vault};
+use crate::commands::open_vault;
 use crate::output::box_table;
 
 /// Runs a `project` subcommand.
@@ -20,7 +20,9 @@ pub fn run(command: ProjectCommand) -> anyhow::Result<()> {
             println!("Created project '{name}'");
         }
         ProjectCommand::List => {
-            let current = current_project(&vault)?.name;
+            // The name the directory is linked to, even a deleted one: a stale link must
+            // not stop the listing (the SDK's `projects.list()` runs right after a delete).
+            let current = linked_project()?;
             let rows = vault
                 .projects()?
                 .into_iter()
@@ -50,7 +52,19 @@ pub fn run(command: ProjectCommand) -> anyhow::Result<()> {
             }
             vault.delete_project(&name)?;
             println!("Deleted project '{name}'");
+            if linked_project()? == project.name {
+                eprintln!(
+                    "this directory is still linked to '{name}': link it to another project \
+                     with: agentsecrets project use NAME"
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// The project the current directory is linked to, else the default project's name.
+fn linked_project() -> anyhow::Result<String> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(project_link::find(&cwd)?.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()))
 }

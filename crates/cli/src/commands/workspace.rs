@@ -93,7 +93,8 @@ fn allowlist(command: AllowlistCommand) -> anyhow::Result<()> {
             let entries = vault.allowlist()?;
             if entries.is_empty() {
                 println!(
-                    "No domains allowed yet; add one with: agentsecrets workspace allowlist add DOMAIN"
+                    "No domains allowed yet; add one with: \
+                     agentsecrets workspace allowlist add DOMAIN"
                 );
                 return Ok(());
             }
