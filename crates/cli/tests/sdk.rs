@@ -453,7 +453,6 @@ async fn strict_identity_refuses_anonymous_callers_with_identity_required() {
 /// `response_headers`), so any allowlisted API can make this SDK, and `call` through a
 /// running proxy, report a refusal the proxy never made.
 #[tokio::test]
-#[ignore = "the proxy forwards an upstream's x-as-refusal header (issue 4 notes)"]
 async fn an_upstream_cannot_forge_a_proxy_refusal() {
     let s = setup();
     let client = s.home.client().build().unwrap();
