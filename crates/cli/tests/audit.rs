@@ -251,3 +251,54 @@ fn checkpoints_are_signed_and_a_pruned_log_still_verifies() {
     assert_eq!(forged.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&forged.stdout).contains("checkpoint"));
 }
+
+#[test]
+fn a_proxy_killed_under_load_loses_no_committed_entry() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let home = home_with_secret();
+    let upstream = Arc::new(Upstream::start());
+    let mut proxy = home.start_proxy(ProxyOptions::local());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (upstream, stop) = (upstream.clone(), stop.clone());
+            let (url, token) = (proxy.proxy_url(), proxy.token.clone());
+            std::thread::spawn(move || {
+                let client = support::client();
+                while !stop.load(Ordering::Relaxed) {
+                    let request = client
+                        .post(&url)
+                        .header("X-AS-Session-Token", &token)
+                        .header("X-AS-Target-URL", upstream.url("/"))
+                        .header("X-AS-Inject-Bearer", "STRIPE_KEY");
+                    if request.send().is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while upstream.received().len() < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.kill();
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        let _ = caller.join();
+    }
+
+    let received = upstream.received().len();
+    let logged = rows(&home);
+    assert!(received >= 50, "the load ran ({received} calls)");
+    assert!(
+        logged.len() >= received,
+        "every call the upstream saw has an entry: {received} received, {} logged",
+        logged.len()
+    );
+    let verify = home.run(&["log", "verify"]);
+    assert!(verify.status.success(), "{}", support::describe(&verify));
+}

@@ -408,6 +408,12 @@ impl ProxyProcess {
         }
     }
 
+    /// Kills the proxy with SIGKILL and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
