@@ -411,7 +411,12 @@ fn install_dry_run_writes_nothing_then_merges_then_reports_unchanged() {
     assert_eq!(merged["mcpServers"]["filesystem"], original["mcpServers"]["filesystem"]);
     assert_eq!(
         merged["mcpServers"]["agentsecrets"],
-        json!({ "command": exe(), "args": ["mcp", "serve"] })
+        json!({
+            "command": exe(),
+            "args": ["mcp", "serve"],
+            // The test's home is not the default one, so the client must be told of it.
+            "env": { "AGENTSECRETS_HOME": home.path().to_str().expect("UTF-8 path") },
+        })
     );
     assert_eq!(std::fs::read_to_string(&backup).expect("the backup"), EXISTING);
 
@@ -438,6 +443,7 @@ fn install_updates_a_stale_entry_and_keeps_its_other_fields() {
     let ours = &merged["mcpServers"]["agentsecrets"];
     assert_eq!(ours["command"], exe());
     assert_eq!(ours["env"]["AGENTSECRETS_AGENT_ID"], "desk");
+    assert_eq!(ours["env"]["AGENTSECRETS_HOME"], home.path().to_str().expect("UTF-8 path"));
 }
 
 #[test]

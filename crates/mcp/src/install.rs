@@ -73,6 +73,10 @@ pub struct ServerEntry {
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Variables set in the entry's `env` object (name, value), merged with the ones
+    /// already there: the vault home, when it is not the default, so the client's server
+    /// opens the same vault this install ran against.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerEntry {
@@ -81,7 +85,14 @@ impl ServerEntry {
         ServerEntry {
             command: exe.to_string_lossy().into_owned(),
             args: vec!["mcp".to_owned(), "serve".to_owned()],
+            env: Vec::new(),
         }
+    }
+
+    /// This entry with `name=value` set in its `env` object.
+    pub fn with_env(mut self, name: &str, value: &str) -> ServerEntry {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -185,14 +196,43 @@ fn merge_entry(
         members.get(name).and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok()).as_ref()
             == Some(want)
     };
+    let env = merged_env(members.get("env").map(|raw| raw.get()), &entry.env);
     let change = match previous {
         None => Change::Added,
-        Some(_) if same("command", &command) && same("args", &args) => Change::Unchanged,
+        Some(_)
+            if same("command", &command)
+                && same("args", &args)
+                && env.as_ref().is_none_or(|env| same("env", &Value::from_iter(env.clone()))) =>
+        {
+            Change::Unchanged
+        }
         Some(_) => Change::Updated,
     };
     members.insert("command".to_owned(), raw(&command.to_string())?);
     members.insert("args".to_owned(), raw(&args.to_string())?);
+    if let Some(env) = env {
+        let text = serde_json::to_string(&env).map_err(parse)?;
+        members.insert("env".to_owned(), raw(&text)?);
+    }
     Ok((change, members))
+}
+
+/// The entry's `env` object with `wanted` set in it, keeping the user's other variables in
+/// their order; `None` when there is nothing to set. An `env` that is not an object is
+/// replaced.
+fn merged_env(
+    previous: Option<&str>,
+    wanted: &[(String, String)],
+) -> Option<IndexMap<String, Value>> {
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut env: IndexMap<String, Value> =
+        previous.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+    for (name, value) in wanted {
+        env.insert(name.clone(), Value::String(value.clone()));
+    }
+    Some(env)
 }
 
 /// Writes a plan: the old file to `<file>.bak`, the new contents through a temporary file
@@ -345,6 +385,26 @@ mod tests {
         let ours = &value["mcpServers"]["agentsecrets"];
         assert_eq!(ours["command"], "/usr/local/bin/agentsecrets");
         assert_eq!(ours["env"]["A"], "1");
+    }
+
+    #[test]
+    fn a_home_variable_joins_the_users_env_and_a_changed_home_is_an_update() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(
+            &dir,
+            r#"{"mcpServers": {"agentsecrets": {"command": "/usr/local/bin/agentsecrets",
+                "args": ["mcp", "serve"], "env": {"Z": "1", "A": "2"}}}}"#,
+        );
+        let first = plan(&path, &entry().with_env("AGENTSECRETS_HOME", "/h1")).expect("plan");
+        assert_eq!(first.change, Change::Updated);
+        // The file keeps the user's variables in their order, ours added last.
+        assert!(first.contents.contains(r#""env": {"Z":"1","A":"2","AGENTSECRETS_HOME":"/h1"}"#));
+        apply(&first).expect("apply");
+
+        let same = plan(&path, &entry().with_env("AGENTSECRETS_HOME", "/h1")).expect("plan");
+        assert_eq!(same.change, Change::Unchanged);
+        let moved = plan(&path, &entry().with_env("AGENTSECRETS_HOME", "/h2")).expect("plan");
+        assert_eq!(moved.change, Change::Updated);
     }
 
     #[test]

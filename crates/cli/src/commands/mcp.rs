@@ -57,7 +57,7 @@ fn install(args: &McpInstallArgs) -> anyhow::Result<()> {
         None => client.config_path()?,
     };
     let exe = std::env::current_exe().context("cannot find the path of this executable")?;
-    let plan = install::plan(&path, &ServerEntry::for_exe(&exe))?;
+    let plan = install::plan(&path, &server_entry(&exe)?)?;
 
     print_plan(&plan, args.dry_run);
     if args.dry_run {
@@ -72,6 +72,18 @@ fn install(args: &McpInstallArgs) -> anyhow::Result<()> {
         println!("restart {} to load it", client_title(client));
     }
     Ok(())
+}
+
+/// `<exe> mcp serve`, with the vault home passed on when it is not the default one: an MCP
+/// client starts the server with its own environment, which lacks `AGENTSECRETS_HOME`.
+fn server_entry(exe: &std::path::Path) -> anyhow::Result<ServerEntry> {
+    let entry = ServerEntry::for_exe(exe);
+    let Some(home) = std::env::var_os("AGENTSECRETS_HOME").filter(|p| !p.is_empty()) else {
+        return Ok(entry);
+    };
+    let home = std::path::absolute(&home).context("cannot resolve AGENTSECRETS_HOME")?;
+    let home = home.to_str().context("AGENTSECRETS_HOME is not valid UTF-8")?;
+    Ok(entry.with_env("AGENTSECRETS_HOME", home))
 }
 
 fn print_plan(plan: &Plan, dry_run: bool) {
