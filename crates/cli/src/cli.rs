@@ -61,6 +61,9 @@ pub enum AgentCommand {
         #[arg(long)]
         project: Option<String>,
     },
+    /// Capability contracts: which secrets, domains and methods an agent may use.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Delete an agent and revoke all its tokens (its log entries stay).
     Delete {
         /// Agent name.
@@ -69,6 +72,64 @@ pub enum AgentCommand {
         #[arg(long, alias = "yes")]
         confirm: bool,
     },
+}
+
+/// `agent policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set an agent's contract; each rule given replaces that rule, the others stay.
+    Set(Box<PolicySetArgs>),
+    /// Show an agent's contract and its change history.
+    Show {
+        /// Agent name.
+        name: String,
+        /// Output format: text or json.
+        #[arg(long, value_enum, default_value = "text")]
+        output: CallOutput,
+    },
+    /// The allowed and denied secrets, in the form the official SDK reads.
+    Get {
+        /// Agent name.
+        name: String,
+    },
+    /// Remove an agent's contract (it then gets the workspace's rules only).
+    Clear {
+        /// Agent name.
+        name: String,
+        /// Accepted for compatibility; nothing is ever asked.
+        #[arg(long, alias = "yes")]
+        confirm: bool,
+    },
+}
+
+/// `agent policy set`.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// Agent name.
+    pub name: String,
+    /// A secret the agent may use (repeat, or K1,K2); once any is given, only these.
+    #[arg(long, alias = "allow", value_delimiter = ',', value_name = "KEY")]
+    pub allow_secret: Vec<String>,
+    /// A secret the agent may never use; deny wins over allow.
+    #[arg(long, alias = "deny", value_delimiter = ',', value_name = "KEY")]
+    pub deny_secret: Vec<String>,
+    /// A host the agent may reach: api.example.com or *.example.com (within the
+    /// workspace allowlist).
+    #[arg(long, value_delimiter = ',', value_name = "DOMAIN")]
+    pub allow_domain: Vec<String>,
+    /// An HTTP method the agent may use.
+    #[arg(long, value_delimiter = ',', value_name = "METHOD")]
+    pub allow_method: Vec<String>,
+    /// At most N calls per minute: N/min, or none to lift the limit.
+    #[arg(long, value_name = "N/min")]
+    pub rate: Option<String>,
+    /// enforce (refuse what the contract does not allow) or report (serve it, and log
+    /// it as capability_denied_report).
+    #[arg(long, value_name = "enforce|report")]
+    pub mode: Option<String>,
+    /// Accepted for compatibility; nothing is ever asked.
+    #[arg(long, alias = "yes")]
+    pub confirm: bool,
 }
 
 /// `agent token ...`.
@@ -210,6 +271,14 @@ pub struct UpdateArgs {
     /// The minimum identity under strict mode: declared (default) or issued.
     #[arg(long, value_name = "LEVEL")]
     pub min_identity: Option<String>,
+    /// Whether a declared name's capability contract applies (enforce, the default: it
+    /// can only narrow what the name gets) or is ignored.
+    #[arg(long, value_name = "enforce|ignore")]
+    pub declared_contracts: Option<String>,
+    /// The secrets anonymous callers, and declared names without a contract, may use:
+    /// K1,K2, none, or all (the default).
+    #[arg(long, value_name = "K1,K2|none|all")]
+    pub anonymous_secrets: Option<String>,
 }
 
 /// `workspace allowlist ...`.
@@ -277,9 +346,14 @@ pub struct CallArgs {
     /// Agent token (`agt_...`), or a `<NAME>_TOKEN` reference.
     #[arg(long, env = "AGENTSECRETS_TOKEN", value_name = "TOKEN")]
     pub token: Option<String>,
-    /// Session id tying this call to an agent run.
-    #[arg(long, value_name = "ID")]
+    /// Session id tying this call to an agent run (`env` and `mcp serve` set
+    /// AGENTSECRETS_SESSION_ID for the programs they run).
+    #[arg(long, env = "AGENTSECRETS_SESSION_ID", value_name = "ID")]
     pub session_id: Option<String>,
+    /// Print the decision the proxy would make (allowed, or the refusal and its rule)
+    /// without reading any secret or calling the upstream.
+    #[arg(long)]
+    pub explain: bool,
     /// Output format: text or json.
     #[arg(long, value_enum, default_value = "text")]
     pub output: CallOutput,
@@ -377,9 +451,20 @@ pub struct SummaryArgs {
     /// Only entries since: 15m, 2h, 7d or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
+    /// Group by session instead: one line per agent run (first and last call, calls,
+    /// agents, secrets, blocked).
+    #[arg(long, value_enum)]
+    pub by: Option<SummaryBy>,
     /// Print JSON instead of text.
     #[arg(long, value_enum)]
     pub format: Option<SummaryFormat>,
+}
+
+/// Groupings of `log summary --by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryBy {
+    /// One row per session id.
+    Session,
 }
 
 /// Output of `log summary`.

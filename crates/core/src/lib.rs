@@ -13,6 +13,7 @@ pub mod identity;
 pub mod inject;
 pub mod names;
 pub mod net;
+pub mod policy;
 pub mod redact;
 pub mod refusal;
 pub mod secret;

@@ -100,12 +100,15 @@ pub struct Refusal {
     /// The missing secret's name, for `secret_not_found`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The rule that refused the call, for `capability_denied` (`deny-secret KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Refusal {
     /// A refusal with a slug and a message and no context fields.
     pub fn new(slug: Slug, message: impl Into<String>) -> Refusal {
-        Refusal { slug, message: message.into(), domain: None, key: None }
+        Refusal { slug, message: message.into(), domain: None, key: None, rule: None }
     }
 
     /// Shorthand for a `bad_request`.
@@ -133,6 +136,16 @@ impl Refusal {
              set it with: agentsecrets secrets set {key}"
         );
         Refusal { key: Some(key.to_owned()), ..Refusal::new(Slug::SecretNotFound, message) }
+    }
+
+    /// A capability contract (or the workspace's rules for callers without one) refuses
+    /// the call; `whose` says which rules, `rule` which of them.
+    pub fn capability_denied(whose: &str, rule: &str) -> Refusal {
+        let message = format!(
+            "capability denied by {whose}: rule {rule}; see the rules with: agentsecrets \
+             agent policy show NAME, or ask the workspace owner to change them"
+        );
+        Refusal { rule: Some(rule.to_owned()), ..Refusal::new(Slug::CapabilityDenied, message) }
     }
 
     /// The HTTP status of this refusal.

@@ -5,6 +5,7 @@
 //! record. No secret is read from the vault before every policy check has passed and the
 //! write-ahead record is committed.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,16 +15,20 @@ use agentsecrets_core::identity::IdentityLevel;
 use agentsecrets_core::inject::{self, InjectError, InjectStyle, Injection};
 use agentsecrets_core::names::SecretKey;
 use agentsecrets_core::net::{Target, TargetError, host_allowed};
+use agentsecrets_core::policy::{Contract, ContractMode};
 use agentsecrets_core::redact::RedactionSet;
 use agentsecrets_core::refusal::{Refusal, Slug};
 use agentsecrets_core::secret::SecretValue;
 use agentsecrets_store::vault::Project;
-use agentsecrets_store::{AuditLog, IdentitySettings, NewAuditEntry, Outcome, StrictMode, Vault};
+use agentsecrets_store::{
+    AccessSettings, AuditLog, IdentitySettings, NewAuditEntry, Outcome, StrictMode, Vault,
+};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
 use crate::forward::{self, AuditGuard, CallSummary, Forwarded};
+use crate::governance::{self, RateLimiter};
 use crate::identity::TokenVerifier;
 use crate::resolver::{ClientResolver, SsrfError, VettingResolver};
 
@@ -73,6 +78,42 @@ pub struct CallSpec {
     pub agent_token: Option<String>,
     /// `X-AS-Session-ID` / `--session-id`.
     pub session_id: Option<String>,
+    /// `X-AS-Explain` / `--explain`: ask for the decision only.
+    pub explain: bool,
+}
+
+/// What the engine would decide about a call (`X-AS-Explain`, `call --explain`), worked
+/// out without reading a secret value or contacting the upstream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The slug of the refusal, when denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why, when denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The rule that refuses the call, for capability refusals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// A rule in report mode that the call breaks (it would be served and flagged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// The caller's identity level.
+    pub identity_level: IdentityLevel,
+    /// The caller's agent name, when it has one.
+    pub agent_id: Option<String>,
+    /// The verified token's id, for issued callers.
+    pub token_id: Option<String>,
+    /// The HTTP method.
+    pub method: String,
+    /// The target's host.
+    pub domain: String,
+    /// The secrets the call names.
+    pub secret_keys: Vec<String>,
+    /// The policy snapshot the decision was taken under.
+    pub policy_snapshot_id: Option<String>,
 }
 
 /// What the engine knows about the call so far, for its audit entry.
@@ -89,6 +130,8 @@ struct Draft {
 struct PolicyView {
     allowlist: Arc<Vec<String>>,
     identity: IdentitySettings,
+    access: Arc<AccessSettings>,
+    contracts: Arc<BTreeMap<String, Contract>>,
     snapshot: String,
 }
 
@@ -102,15 +145,18 @@ pub struct Engine {
     config: EngineConfig,
     policy: Mutex<PolicyCache>,
     verifier: TokenVerifier,
+    rates: RateLimiter,
     calls: AtomicU64,
 }
 
-/// The allowlist as last read, and the snapshot id of that content.
+/// The policy as last read, and the snapshot id of that content.
 #[derive(Default)]
 struct PolicyCache {
     data_version: Option<i64>,
     allowlist: Arc<Vec<String>>,
     identity: IdentitySettings,
+    access: Arc<AccessSettings>,
+    contracts: Arc<BTreeMap<String, Contract>>,
     snapshot: String,
 }
 
@@ -149,6 +195,7 @@ impl Engine {
             config,
             policy: Mutex::default(),
             verifier: TokenVerifier::default(),
+            rates: RateLimiter::default(),
             calls: AtomicU64::new(0),
         })
     }
@@ -196,8 +243,44 @@ impl Engine {
         self.record_refusal(&draft, refusal);
     }
 
-    async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
-        self.identify(&spec, draft)?;
+    /// What the engine would decide about `spec`, with an `explain` audit entry and
+    /// nothing else: no secret value is read and the upstream is never contacted.
+    pub async fn explain(&self, spec: CallSpec) -> Explanation {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut draft = self.draft(&spec);
+
+        let mut decision = self.decide(&spec, &mut draft, false).await.map(|_| ());
+        if decision.is_ok() {
+            decision = self.check_secrets_exist(&draft.entry.secret_keys);
+        }
+        let status_code = match &decision {
+            Ok(()) => 200,
+            Err(refusal) => refusal.http_status(),
+        };
+        let outcome = Outcome {
+            status: CallStatus::Ok,
+            reason: "explain".to_owned(),
+            status_code: Some(status_code),
+            duration_ms: draft.started.elapsed().as_millis() as u64,
+            redacted: false,
+        };
+        if let Err(err) = self.audit.record(&draft.entry, &outcome) {
+            tracing::warn!(error = %err, "cannot record an explain entry");
+        }
+        explanation(&draft, decision.err())
+    }
+
+    /// Every check of a call, in the order of the design: session id, identity, request
+    /// shape, allowlist and SSRF, then the capability rules. `count` says whether the call
+    /// counts against a rate limit (an explain does not).
+    async fn decide(
+        &self,
+        spec: &CallSpec,
+        draft: &mut Draft,
+        count: bool,
+    ) -> Result<(Target, Method), Refusal> {
+        check_session_id(spec.session_id.as_deref())?;
+        self.identify(spec, draft)?;
 
         let method = parse_method(&spec.method)?;
         if spec.injections.is_empty() {
@@ -210,7 +293,15 @@ impl Engine {
         draft.entry.target_url = target.display_without_query();
         draft.entry.domain = target.domain();
 
-        self.authorize(&target, draft).await?;
+        let policy = self.policy();
+        self.authorize(&target, &policy, draft).await?;
+        let host = target.host().to_string();
+        self.check_capabilities(&policy, draft, Some(&host), count)?;
+        Ok((target, method))
+    }
+
+    async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
+        let (target, method) = self.decide(&spec, draft, true).await?;
 
         let id = self.audit.begin(&draft.entry).map_err(|err| audit_refusal(&err))?;
         draft.recorded = true;
@@ -260,13 +351,19 @@ impl Engine {
         caller: &CallSpec,
         draft: &mut Draft,
     ) -> Result<Vec<(String, SecretValue)>, Refusal> {
+        check_session_id(caller.session_id.as_deref())?;
         self.identify(caller, draft)?;
-        draft.entry.policy_snapshot_id = Some(self.policy().snapshot);
-        let stored = self.vault.secret_names(&self.project).map_err(|err| {
-            Refusal::new(Slug::VaultUnavailable, format!("the vault cannot be read: {err}"))
-        })?;
-        let names = if keys.is_empty() { stored.clone() } else { keys.to_vec() };
+        let policy = self.policy();
+        draft.entry.policy_snapshot_id = Some(policy.snapshot.clone());
+        let stored = self.stored_names()?;
+        let names = if keys.is_empty() {
+            // Every secret the caller's rules let it use; the others are left out.
+            self.permitted(&policy, draft, stored.clone())
+        } else {
+            keys.to_vec()
+        };
         draft.entry.secret_keys = names.clone();
+        self.check_capabilities(&policy, draft, None, true)?;
         if let Some(missing) = names.iter().find(|name| !stored.contains(name)) {
             return Err(Refusal::secret_not_found(missing, &self.project.name));
         }
@@ -333,14 +430,84 @@ impl Engine {
         }
     }
 
-    /// Scheme, allowlist and SSRF, in that order, before anything else happens.
-    async fn authorize(&self, target: &Target, draft: &mut Draft) -> Result<(), Refusal> {
-        let domain = target.domain();
-        let policy = self.policy();
-        let allowlist = policy.allowlist;
-        draft.entry.policy_snapshot_id = Some(policy.snapshot);
+    /// The capability rules that bind the caller: method, host (for HTTP calls) and every
+    /// secret, then the rate limit. A rule in report mode flags the call instead.
+    fn check_capabilities(
+        &self,
+        policy: &PolicyView,
+        draft: &mut Draft,
+        host: Option<&str>,
+        count: bool,
+    ) -> Result<(), Refusal> {
+        let level = draft.entry.identity_level;
+        let agent = draft.entry.agent_id.clone();
+        let gates = governance::gates(level, agent.as_deref(), &policy.access, &policy.contracts);
+        for gate in &gates {
+            let keys = &draft.entry.secret_keys;
+            let checked = match host {
+                Some(host) => gate.check_call(&draft.entry.method, host, keys),
+                None => keys.iter().try_for_each(|key| gate.check_secret(key)),
+            };
+            let over_rate = |rate: u32| {
+                let agent = agent.as_deref().unwrap_or_default();
+                (count && !self.rates.admit(agent, rate)).then(|| format!("rate {rate}/min"))
+            };
+            let denied = match (checked, gate) {
+                (Err(denial), _) => Some(denial.rule),
+                (Ok(()), governance::Gate::Contract { contract, .. }) => {
+                    contract.rate_per_minute.and_then(over_rate)
+                }
+                (Ok(()), _) => None,
+            };
+            let Some(rule) = denied else { continue };
+            if gate.mode() == ContractMode::Report {
+                draft.report.get_or_insert("capability_denied_report");
+                continue;
+            }
+            return Err(Refusal::capability_denied(&gate.whose(), &rule));
+        }
+        Ok(())
+    }
 
-        if !host_allowed(target.host(), &allowlist) {
+    /// The names among `stored` that the caller's rules let it use.
+    fn permitted(&self, policy: &PolicyView, draft: &Draft, stored: Vec<String>) -> Vec<String> {
+        let level = draft.entry.identity_level;
+        let agent = draft.entry.agent_id.as_deref();
+        let gates = governance::gates(level, agent, &policy.access, &policy.contracts);
+        let enforced: Vec<_> = gates.iter().filter(|g| g.mode() == ContractMode::Enforce).collect();
+        stored
+            .into_iter()
+            .filter(|key| enforced.iter().all(|g| g.check_secret(key).is_ok()))
+            .collect()
+    }
+
+    /// Refuses a call that names a secret the project does not hold, reading names only.
+    fn check_secrets_exist(&self, keys: &[String]) -> Result<(), Refusal> {
+        let stored = self.stored_names()?;
+        match keys.iter().find(|key| !stored.contains(key)) {
+            Some(missing) => Err(Refusal::secret_not_found(missing, &self.project.name)),
+            None => Ok(()),
+        }
+    }
+
+    fn stored_names(&self) -> Result<Vec<String>, Refusal> {
+        self.vault.secret_names(&self.project).map_err(|err| {
+            Refusal::new(Slug::VaultUnavailable, format!("the vault cannot be read: {err}"))
+        })
+    }
+
+    /// Scheme, allowlist and SSRF, in that order, before anything else happens.
+    async fn authorize(
+        &self,
+        target: &Target,
+        policy: &PolicyView,
+        draft: &mut Draft,
+    ) -> Result<(), Refusal> {
+        let domain = target.domain();
+        let allowlist = &policy.allowlist;
+        draft.entry.policy_snapshot_id = Some(policy.snapshot.clone());
+
+        if !host_allowed(target.host(), allowlist) {
             return Err(Refusal::domain_not_allowed(&domain, allowlist.is_empty()));
         }
 
@@ -419,6 +586,8 @@ impl Engine {
         PolicyView {
             allowlist: cache.allowlist.clone(),
             identity: cache.identity,
+            access: cache.access.clone(),
+            contracts: cache.contracts.clone(),
             snapshot: cache.snapshot.clone(),
         }
     }
@@ -436,13 +605,35 @@ impl Engine {
             tracing::warn!(error = %err, "cannot read identity settings; requiring issued");
             IdentitySettings { strict: StrictMode::Enforce, min_identity: IdentityLevel::Issued }
         });
-        let content =
-            serde_json::json!({ "allowlist": allowlist, "identity": identity }).to_string();
+        // Fail closed here too: unreadable rules for anonymous callers become "none", and
+        // unreadable contracts fall back to the anonymous rules for every named caller.
+        let access = self.vault.access_settings().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read access settings; anonymous get none");
+            AccessSettings { anonymous_secrets: Some(Vec::new()), ..AccessSettings::default() }
+        });
+        let contracts = self.vault.contracts().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read capability contracts");
+            BTreeMap::new()
+        });
+        let content = serde_json::json!({
+            "allowlist": allowlist,
+            "identity": identity,
+            "access": access,
+            "contracts": contracts,
+        })
+        .to_string();
         let snapshot = snapshot_id(&content);
         if let Err(err) = self.audit.save_snapshot(&snapshot, &content) {
             tracing::warn!(error = %err, "cannot store the policy snapshot");
         }
-        PolicyCache { data_version: version, allowlist: Arc::new(allowlist), identity, snapshot }
+        PolicyCache {
+            data_version: version,
+            allowlist: Arc::new(allowlist),
+            identity,
+            access: Arc::new(access),
+            contracts: Arc::new(contracts),
+            snapshot,
+        }
     }
 
     fn draft(&self, spec: &CallSpec) -> Draft {
@@ -632,6 +823,39 @@ fn redaction_set<'a>(values: impl Iterator<Item = &'a SecretValue>) -> Redaction
 /// Session ids are caller-chosen labels: 1 to 128 printable ASCII without spaces.
 fn valid_session_id(raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Refuses a session id that breaks [`valid_session_id`]; the bad value is never quoted.
+fn check_session_id(raw: Option<&str>) -> Result<(), Refusal> {
+    match raw {
+        Some(raw) if !valid_session_id(raw) => Err(Refusal::bad_request(
+            "invalid session id: use 1 to 128 printable ASCII characters without spaces \
+             (X-AS-Session-ID, --session-id or AGENTSECRETS_SESSION_ID)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn explanation(draft: &Draft, refusal: Option<Refusal>) -> Explanation {
+    let entry = &draft.entry;
+    let (error, message, rule) = match refusal {
+        Some(r) => (Some(r.slug.as_str().to_owned()), Some(r.message), r.rule),
+        None => (None, None, None),
+    };
+    Explanation {
+        decision: if error.is_some() { "deny" } else { "allow" },
+        error,
+        message,
+        rule,
+        report: draft.report.map(str::to_owned),
+        identity_level: entry.identity_level,
+        agent_id: entry.agent_id.clone(),
+        token_id: entry.token_id.clone(),
+        method: entry.method.clone(),
+        domain: entry.domain.clone(),
+        secret_keys: entry.secret_keys.clone(),
+        policy_snapshot_id: entry.policy_snapshot_id.clone(),
+    }
 }
 
 fn dedup(mut items: Vec<String>) -> Vec<String> {

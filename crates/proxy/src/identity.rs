@@ -74,9 +74,9 @@ impl TokenVerifier {
         let verified = self.verify(vault, token);
         let claimed_token_id = match &verified {
             Ok(v) => Some(v.token_id.clone()),
-            Err((_, claimed)) => claimed.clone(),
+            Err(claimed) => claimed.clone(),
         };
-        let identity = verified.map_err(|(refusal, _)| refusal).and_then(|v| {
+        let identity = verified.map_err(|_| unauthorized()).and_then(|v| {
             if declared.is_some_and(|d| d != v.agent.as_str()) {
                 return Err(unauthorized());
             }
@@ -102,10 +102,11 @@ impl TokenVerifier {
         used.insert(token_id.to_owned(), agentsecrets_store::timestamp_now());
     }
 
-    /// Verifies a token; on refusal also returns the token id it claimed, when it parsed.
-    fn verify(&self, vault: &Vault, token: &str) -> Result<Verified, (Refusal, Option<String>)> {
+    /// Verifies a token. Every failure is the same `unauthorized`, so a failure carries
+    /// only the token id it claimed, when it parsed.
+    fn verify(&self, vault: &Vault, token: &str) -> Result<Verified, Option<String>> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err((unauthorized(), None));
+            return Err(None);
         }
         let hash = token::token_hash(token);
         let now = jiff::Timestamp::now().as_second();
@@ -114,25 +115,25 @@ impl TokenVerifier {
 
         if let Some(hit) = state.verified.get(&hash) {
             if hit.expires_at.is_some_and(|at| at <= now) {
-                return Err((unauthorized(), Some(hit.token_id.clone())));
+                return Err(Some(hit.token_id.clone()));
             }
             return Ok(hit.clone());
         }
 
-        let parsed = token::parse(token).map_err(|_| (unauthorized(), None))?;
+        let parsed = token::parse(token).map_err(|_| None)?;
         let claimed = Some(parsed.claims().token_id.clone());
-        let refuse = |_| (unauthorized(), claimed.clone());
+        let refuse = |_| claimed.clone();
         if parsed.workspace() != vault.workspace_id() {
-            return Err((unauthorized(), claimed));
+            return Err(claimed);
         }
-        let key = state.key.ok_or_else(|| (unauthorized(), claimed.clone()))?;
+        let key = state.key.ok_or_else(|| claimed.clone())?;
         parsed.verify(&key, now).map_err(refuse)?;
 
         let record = vault.token_by_hash(&hash).ok().flatten();
         let record = record
             .filter(|r| r.id == parsed.claims().token_id && r.is_active())
-            .ok_or_else(|| (unauthorized(), claimed.clone()))?;
-        let agent = AgentName::parse(&record.agent).map_err(|_| (unauthorized(), claimed))?;
+            .ok_or_else(|| claimed.clone())?;
+        let agent = AgentName::parse(&record.agent).map_err(|_| claimed)?;
         let verified =
             Verified { token_id: record.id, agent, expires_at: parsed.claims().expires_at };
         state.verified.insert(hash, verified.clone());

@@ -9,11 +9,12 @@
 
 pub mod engine;
 pub mod forward;
+mod governance;
 mod identity;
 pub mod remote;
 mod resolver;
 pub mod server;
 pub mod session;
 
-pub use engine::{CallSpec, Engine, EngineConfig};
+pub use engine::{CallSpec, Engine, EngineConfig, Explanation};
 pub use forward::Forwarded;

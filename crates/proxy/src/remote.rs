@@ -95,6 +95,9 @@ impl RunningProxy {
                 request = request.header(name, value);
             }
         }
+        if spec.explain {
+            request = request.header("x-as-explain", "1");
+        }
 
         let response = request.send().await?;
         let status = response.status().as_u16();

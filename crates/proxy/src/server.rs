@@ -172,10 +172,20 @@ async fn proxy(State(state): State<Arc<ProxyState>>, request: Request) -> Respon
         }
     };
 
+    if spec.explain {
+        return axum::Json(state.engine.explain(spec).await).into_response();
+    }
     match state.engine.call(spec).await {
         Ok(forwarded) => forwarded_response(forwarded),
         Err(refusal) => refusal_response(&refusal),
     }
+}
+
+/// `X-AS-Explain: 1` (or `true`): answer with the decision instead of making the call.
+fn wants_explain(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-as-explain")
+        .is_some_and(|v| matches!(v.as_bytes(), b"1" | b"true" | b"yes" | b"TRUE" | b"True"))
 }
 
 fn has_session_token(state: &ProxyState, headers: &HeaderMap) -> bool {
@@ -227,6 +237,7 @@ fn partial_spec(headers: &HeaderMap, request_method: &str) -> CallSpec {
         agent_id: text("x-as-agent-id"),
         agent_token: text("x-as-agent-token"),
         session_id: text("x-as-session-id"),
+        explain: wants_explain(headers),
     }
 }
 

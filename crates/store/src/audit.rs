@@ -248,6 +248,27 @@ pub struct Summary {
     pub p95_ms: Option<i64>,
 }
 
+/// One agent run: every entry that carried the same session id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionSummary {
+    /// The session id.
+    pub session_id: String,
+    /// Time of its first call.
+    pub first_call: String,
+    /// Time of its last call.
+    pub last_call: String,
+    /// Number of calls.
+    pub calls: i64,
+    /// Agents that made them (`(anonymous)` for anonymous calls).
+    pub agents: Vec<String>,
+    /// Secrets they named.
+    pub secrets: Vec<String>,
+    /// Blocked calls among them.
+    pub blocked: i64,
+    /// Failed calls among them.
+    pub errors: i64,
+}
+
 /// A signed statement that entry `seq` had chain hash `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Checkpoint {
@@ -639,6 +660,58 @@ impl AuditLog {
             tally.add(row).map_err(|e| self.err(e))?;
         }
         Ok(tally.finish())
+    }
+
+    /// The sessions among the matching entries, the most recently active first.
+    pub fn sessions(&self, query: &AuditQuery) -> Result<Vec<SessionSummary>> {
+        let (clause, values) = where_clause(query);
+        let clause = if clause.is_empty() {
+            "WHERE session_id IS NOT NULL".to_owned()
+        } else {
+            format!("{clause} AND session_id IS NOT NULL")
+        };
+        let sql = format!(
+            "SELECT session_id, timestamp, coalesce(agent_id, '(anonymous)'), secret_keys, status \
+             FROM audit_log {clause} ORDER BY seq"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows =
+            stmt.query(rusqlite::params_from_iter(values.iter())).map_err(|e| self.err(e))?;
+
+        let mut sessions: std::collections::HashMap<String, SessionSummary> = Default::default();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let id: String = row.get(0).map_err(|e| self.err(e))?;
+            let at: String = row.get(1).map_err(|e| self.err(e))?;
+            let agent: String = row.get(2).map_err(|e| self.err(e))?;
+            let keys: String = row.get(3).map_err(|e| self.err(e))?;
+            let status: String = row.get(4).map_err(|e| self.err(e))?;
+            let session = sessions.entry(id.clone()).or_insert_with(|| SessionSummary {
+                session_id: id,
+                first_call: at.clone(),
+                last_call: at.clone(),
+                calls: 0,
+                agents: Vec::new(),
+                secrets: Vec::new(),
+                blocked: 0,
+                errors: 0,
+            });
+            session.last_call = at;
+            session.calls += 1;
+            session.blocked += i64::from(status == "BLOCKED");
+            session.errors += i64::from(status == "ERROR");
+            if !session.agents.contains(&agent) {
+                session.agents.push(agent);
+            }
+            for key in serde_json::from_str::<Vec<String>>(&keys).unwrap_or_default() {
+                if !session.secrets.contains(&key) {
+                    session.secrets.push(key);
+                }
+            }
+        }
+        let mut sessions: Vec<SessionSummary> = sessions.into_values().collect();
+        sessions.sort_by(|a, b| b.last_call.cmp(&a.last_call));
+        Ok(sessions)
     }
 
     /// Calls per named agent: levels seen, number of calls, last call.

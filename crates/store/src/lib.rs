@@ -12,6 +12,7 @@
 //! - every file this crate creates is mode 0600 inside a 0700 home.
 
 pub mod audit;
+pub mod contracts;
 mod crypto;
 mod db;
 mod error;
@@ -23,8 +24,9 @@ pub mod vault;
 
 pub use audit::{
     AgentActivity, AuditLog, AuditQuery, ChainProblem, ChainReport, Checkpoint, CheckpointSigner,
-    Count, NewAuditEntry, Outcome, Summary,
+    Count, NewAuditEntry, Outcome, SessionSummary, Summary,
 };
+pub use contracts::{AccessSettings, ContractChange, DeclaredContracts};
 pub use error::StoreError;
 pub use home::Home;
 pub use keys::KeySource;

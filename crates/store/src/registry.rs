@@ -394,7 +394,7 @@ impl Vault {
         self.set_setting("min_identity", settings.min_identity.as_str())
     }
 
-    fn setting(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn setting(&self, key: &str) -> Result<Option<String>> {
         self.conn()
             .query_row(
                 "SELECT value FROM settings WHERE workspace_id = ?1 AND key = ?2",
@@ -405,12 +405,22 @@ impl Vault {
             .map_err(|e| self.err(e))
     }
 
-    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         self.conn()
             .execute(
                 "INSERT INTO settings (workspace_id, key, value) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (workspace_id, key) DO UPDATE SET value = excluded.value",
                 params![self.workspace_id(), key, value],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub(crate) fn remove_setting(&self, key: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM settings WHERE workspace_id = ?1 AND key = ?2",
+                params![self.workspace_id(), key],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

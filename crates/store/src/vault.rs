@@ -88,6 +88,22 @@ const MIGRATIONS: &[&str] = &[
         nonce BLOB NOT NULL,
         ciphertext BLOB NOT NULL
      );",
+    // 3: capability contracts, one per live agent, and every change made to them. The
+    // change log keeps the contract as set, so an old entry's rules stay readable.
+    "CREATE TABLE agent_contracts (
+        agent_row INTEGER PRIMARY KEY REFERENCES agents (id),
+        contract TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+     );
+     CREATE TABLE contract_log (
+        id INTEGER PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        action TEXT NOT NULL,
+        contract TEXT,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL
+     );",
 ];
 
 /// A project of the workspace.

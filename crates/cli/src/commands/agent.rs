@@ -24,6 +24,7 @@ pub fn run(command: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Token(TokenCommand::Revoke { targets, agent, all, .. }) => {
             revoke(&targets, agent.as_deref(), all)
         }
+        AgentCommand::Policy(command) => crate::commands::policy::run(command),
         AgentCommand::List { .. } => list_agents(),
         AgentCommand::Delete { name, .. } => delete(&name),
     }

@@ -47,6 +47,9 @@ struct Envelope<'a> {
 pub fn run(args: CallArgs) -> anyhow::Result<()> {
     let spec = call_spec(&args)?;
     let timeout = Duration::from_secs(args.timeout.max(1));
+    if spec.explain {
+        return explain(spec, timeout, args.output);
+    }
     let started = Instant::now();
 
     let runtime = runtime()?;
@@ -102,6 +105,7 @@ fn call_spec(args: &CallArgs) -> anyhow::Result<CallSpec> {
         agent_id,
         agent_token,
         session_id: args.session_id.clone(),
+        explain: args.explain,
     })
 }
 
@@ -190,6 +194,63 @@ async fn in_process(spec: CallSpec, timeout: Duration) -> anyhow::Result<CallRes
     })
 }
 
+/// `call --explain`: the decision, from the running proxy when there is one (its policy
+/// is the one that counts), else from the engine in-process. Exit 1 when denied.
+fn explain(spec: CallSpec, timeout: Duration, output: CallOutput) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let session_path = home()?.session_file();
+    let explanation: serde_json::Value = runtime.block_on(async {
+        if let Some(proxy) = RunningProxy::find(&session_path).await {
+            let answer = proxy.call(&spec, timeout).await?;
+            return serde_json::from_slice(&answer.body)
+                .map_err(|_| anyhow::anyhow!("the running proxy did not answer the explain"));
+        }
+        let (vault, audit) = open_both()?;
+        let project = current_project(&vault)?;
+        let config = EngineConfig {
+            allow_local_http: env_flag("AGENTSECRETS_ALLOW_LOCAL_HTTP"),
+            transport: Transport::Cli,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(vault, audit, project, config)?;
+        let explanation = engine.explain(spec).await;
+        engine.flush_token_use();
+        anyhow::Ok(serde_json::to_value(explanation)?)
+    })?;
+
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        CallOutput::Json => writeln!(stdout, "{explanation}")?,
+        CallOutput::Text => write_explanation(&mut stdout, &explanation)?,
+    }
+    let allowed = explanation["decision"] == "allow";
+    if allowed { Ok(()) } else { Err(Reported.into()) }
+}
+
+/// The explanation for people: the decision first, then who, what and under which policy.
+fn write_explanation(out: &mut impl Write, e: &serde_json::Value) -> std::io::Result<()> {
+    let text = |key: &str| e[key].as_str().unwrap_or("-").to_owned();
+    let keys: Vec<&str> =
+        e["secret_keys"].as_array().into_iter().flatten().filter_map(|k| k.as_str()).collect();
+    let agent = e["agent_id"].as_str().unwrap_or("(anonymous)");
+    if e["decision"] == "allow" {
+        writeln!(out, "allowed")?;
+    } else {
+        writeln!(out, "denied: {}", text("error"))?;
+        writeln!(out, "  message  {}", text("message"))?;
+    }
+    if let Some(rule) = e["rule"].as_str() {
+        writeln!(out, "  rule     {rule}")?;
+    }
+    if let Some(report) = e["report"].as_str() {
+        writeln!(out, "  report   {report} (served, but flagged in the audit log)")?;
+    }
+    writeln!(out, "  caller   {agent} ({})", text("identity_level"))?;
+    writeln!(out, "  call     {} {}", text("method"), text("domain"))?;
+    writeln!(out, "  secrets  {}", if keys.is_empty() { "-".to_owned() } else { keys.join(", ") })?;
+    writeln!(out, "  policy   {}", text("policy_snapshot_id"))
+}
+
 fn refused(refusal: Refusal) -> CallResult {
     CallResult {
         status: refusal.http_status(),
@@ -210,6 +271,7 @@ fn refusal_from_json(value: &serde_json::Value) -> Option<Refusal> {
         message: message.to_owned(),
         domain: value.get("domain").and_then(|d| d.as_str()).map(str::to_owned),
         key: value.get("key").and_then(|k| k.as_str()).map(str::to_owned),
+        rule: value.get("rule").and_then(|r| r.as_str()).map(str::to_owned),
     })
 }
 

@@ -28,7 +28,13 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
     let project = current_project(&vault)?;
     let config = EngineConfig { transport: Transport::Env, ..EngineConfig::default() };
     let engine = Engine::new(vault, audit, project, config)?;
-    let caller = CallSpec { agent_id, agent_token, ..CallSpec::default() };
+    let session_id = run_session_id();
+    let caller = CallSpec {
+        agent_id,
+        agent_token,
+        session_id: Some(session_id.clone()),
+        ..CallSpec::default()
+    };
 
     // The engine commits the audit entry before it hands out any value.
     let values = engine
@@ -38,6 +44,8 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
 
     let mut command = std::process::Command::new(path);
     command.args(rest);
+    // The program's own calls (`agentsecrets call`, the SDK) join this run's session.
+    command.env("AGENTSECRETS_SESSION_ID", &session_id);
     for (name, value) in &values {
         if value.expose().contains(&0) {
             anyhow::bail!("secret '{name}' holds a NUL byte and cannot be an environment variable");
@@ -45,6 +53,15 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         command.env(name, os_value(value));
     }
     exec(command, program)
+}
+
+/// The session of this run: the one this process inherited when it runs inside another
+/// agent run, else a new `env_<ulid>`.
+fn run_session_id() -> String {
+    match std::env::var("AGENTSECRETS_SESSION_ID") {
+        Ok(inherited) if !inherited.is_empty() => inherited,
+        _ => format!("env_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+    }
 }
 
 #[cfg(unix)]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use agentsecrets_core::audit::{AuditEntry, CallStatus};
 use agentsecrets_core::identity::IdentityLevel;
+use agentsecrets_core::names::escape_for_display;
 use agentsecrets_store::fixture::synthetic_entry;
 use agentsecrets_store::{AuditLog, AuditQuery};
 
@@ -12,7 +13,8 @@ use crate::UsageError;
 use anyhow::Context as _;
 
 use crate::cli::{
-    ExportArgs, ExportFormat, LogCommand, LogFilters, LogFormat, SummaryArgs, SummaryFormat,
+    ExportArgs, ExportFormat, LogCommand, LogFilters, LogFormat, SummaryArgs, SummaryBy,
+    SummaryFormat,
 };
 use crate::commands::home;
 use crate::output::stdout_is_terminal;
@@ -78,6 +80,9 @@ fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
         ..AuditQuery::default()
     };
     let audit = AuditLog::open(&home()?)?;
+    if args.by == Some(SummaryBy::Session) {
+        return session_summary(&audit, &query, args.format);
+    }
     let summary = audit.summary(&query)?;
     let mut out = std::io::stdout().lock();
     if args.format == Some(SummaryFormat::Json) {
@@ -117,6 +122,50 @@ fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
         ms(summary.p50_ms),
         ms(summary.p95_ms)
     )?;
+    Ok(())
+}
+
+/// `log summary --by session`: one row per agent run, the most recent first.
+fn session_summary(
+    audit: &AuditLog,
+    query: &AuditQuery,
+    format: Option<SummaryFormat>,
+) -> anyhow::Result<()> {
+    let sessions = audit.sessions(query)?;
+    let mut out = std::io::stdout().lock();
+    if format == Some(SummaryFormat::Json) {
+        serde_json::to_writer_pretty(&mut out, &sessions)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if sessions.is_empty() {
+        writeln!(out, "No sessions: calls carry one with X-AS-Session-ID or --session-id")?;
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header([
+        "SESSION",
+        "FIRST CALL",
+        "LAST CALL",
+        "CALLS",
+        "BLOCKED",
+        "AGENTS",
+        "SECRETS",
+    ]);
+    for s in &sessions {
+        let clock = |at: &str| at.get(..19).unwrap_or(at).replace('T', " ");
+        table.add_row([
+            escape_for_display(&s.session_id),
+            clock(&s.first_call),
+            clock(&s.last_call),
+            s.calls.to_string(),
+            s.blocked.to_string(),
+            escape_for_display(&s.agents.join(",")),
+            s.secrets.join(","),
+        ]);
+    }
+    writeln!(out, "{table}")?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod env;
 pub mod init;
 pub mod log;
 pub mod mcp;
+pub mod policy;
 pub mod project;
 pub mod proxy;
 pub mod secrets;
