@@ -669,6 +669,35 @@ def test_agent_list_and_delete(ctx: Ctx) -> None:
     check("conf-list-a" not in {a.name for a in sdk_agent.list_agents()}, "deleted agent listed")
 
 
+def test_policy_get_set_and_enforced(ctx: Ctx) -> None:
+    ctx.client.secrets.set("POL_A", "pol_v4lue_a")
+    ctx.client.secrets.set("POL_B", "pol_v4lue_b")
+    ctx.allow_loopback()
+    registered = sdk_agent.create("conf-pol")
+    eq(sdk_agent.get_policy("conf-pol").allowed_secrets, [], "no policy yet")
+
+    sdk_agent.set_policy("conf-pol", allow=["POL_A", "POL_B"], deny="POL_B")
+    caps = sdk_agent.get_policy("conf-pol")
+    eq(caps.allowed_secrets, ["POL_A", "POL_B"], "allowed secrets")
+    eq(caps.denied_secrets, ["POL_B"], "denied secrets")
+
+    token = registered.token
+    eq(ctx.client.call(ctx.echo.url + "/a", bearer="POL_A", agent_token=token).status_code,
+       200, "an allowed secret")
+    before = len(ctx.echo.requests)
+    exc = raises(UpstreamError, ctx.client.call, ctx.echo.url + "/b", bearer="POL_B",
+                 agent_token=token)
+    eq(exc.status_code, 403, "status of a denied secret")
+    eq(len(ctx.echo.requests), before, "the denied call reached the upstream")
+    entry = ctx.client.proxy.logs(last=1)[0]
+    eq((entry.status, entry.reason), ("BLOCKED", "capability_denied"), "audit of the refusal")
+
+    # Another agent, with no contract, is not affected.
+    other = sdk_agent.create("conf-free")
+    eq(ctx.client.call(ctx.echo.url + "/b", bearer="POL_B", agent_token=other.token)
+       .status_code, 200, "an agent without a contract")
+
+
 def test_spawn(ctx: Ctx) -> None:
     ctx.client.secrets.set("SPAWN_KEY", "spawn_v4lue")
     os.environ["CONF_PASSTHROUGH"] = "kept"

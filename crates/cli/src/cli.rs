@@ -127,6 +127,10 @@ pub struct PolicySetArgs {
     /// it as capability_denied_report).
     #[arg(long, value_name = "enforce|report")]
     pub mode: Option<String>,
+    /// Replace the whole contract: rules not given are reset (to no restriction), in one
+    /// change, instead of kept.
+    #[arg(long)]
+    pub replace: bool,
     /// Accepted for compatibility; nothing is ever asked.
     #[arg(long, alias = "yes")]
     pub confirm: bool,

@@ -127,6 +127,11 @@ fn bad_invocations_fail_with_a_message_and_no_entry() {
     let no_dashes = home.run(&["env", "sh"]);
     assert_eq!(no_dashes.status.code(), Some(2), "the command must follow --");
 
+    let not_a_variable = home.run(&["env", "--only", "BAD-NAME", "--", "true"]);
+    assert_eq!(not_a_variable.status.code(), Some(2), "{}", describe(&not_a_variable));
+    let said = String::from_utf8_lossy(&not_a_variable.stderr);
+    assert!(said.contains("'BAD-NAME'") && said.contains("environment variable name"), "{said}");
+
     let unknown_key = home.run(&["env", "--only", "NOPE", "--", "true"]);
     assert_eq!(unknown_key.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown_key.stderr).contains("secret 'NOPE' not found"));

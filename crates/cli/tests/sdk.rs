@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentsecrets_sdk::{AgentSecrets, Error, Request};
+use agentsecrets_sdk::{AgentSecrets, Contract, Error, Request};
 use axum::extract::{Request as AxumRequest, State};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use serde_json::{Value, json};
@@ -538,6 +538,55 @@ async fn an_issued_token_is_verified_and_logged_as_issued() {
     let mismatched = s.home.client().agent_token(token).agent_id("someone-else").build().unwrap();
     let err = mismatched.call(Request::get(s.upstream.url("/v1")).bearer("STRIPE_KEY")).await;
     assert!(matches!(err, Err(Error::AgentUnauthorized { .. })), "got {err:?}");
+}
+
+#[tokio::test]
+async fn a_policy_set_from_the_sdk_binds_the_next_call_and_explain_says_why() {
+    let s = setup();
+    let token = s.home.issue_token("sdk-bot");
+    let admin = s.home.client().binary(bin()).build().unwrap();
+    let contract = Contract {
+        allow_secrets: vec!["STRIPE_KEY".into()],
+        allow_methods: vec!["GET".into()],
+        ..Contract::default()
+    };
+    admin.set_policy("sdk-bot", &contract).await.expect("set the policy");
+    assert_eq!(admin.policy("sdk-bot").await.unwrap(), Some(contract));
+
+    let bot = s.home.client().agent_token(token).session_id("run-9").build().unwrap();
+    let url = s.upstream.url("/v1/charges");
+    bot.call(Request::get(&url).bearer("STRIPE_KEY")).await.expect("allowed by the contract");
+    let err = bot.call(Request::get(&url).bearer("API_KEY")).await;
+    match err {
+        Err(Error::CapabilityDenied { rule, .. }) => {
+            assert_eq!(rule.as_deref(), Some("allow-secret (does not include API_KEY)"));
+        }
+        other => panic!("expected capability_denied, got {other:?}"),
+    }
+
+    let denied = bot.explain(Request::post(&url).bearer("STRIPE_KEY")).await.unwrap();
+    assert!(!denied.allowed());
+    assert_eq!(denied.rule.as_deref(), Some("allow-method (does not include POST)"));
+    let allowed = bot.explain(Request::get(&url).bearer("STRIPE_KEY")).await.unwrap();
+    assert!(allowed.allowed(), "{allowed:?}");
+    assert_eq!(
+        (allowed.agent_id.as_deref(), allowed.identity_level.as_str()),
+        (Some("sdk-bot"), "issued")
+    );
+
+    admin.clear_policy("sdk-bot").await.expect("clear the policy");
+    assert_eq!(admin.policy("sdk-bot").await.unwrap(), None);
+    bot.call(Request::get(&url).bearer("API_KEY")).await.expect("no contract, no limit");
+    assert_eq!(s.upstream.count(), 2, "refused and explained calls never reach the upstream");
+
+    let unknown = admin.set_policy("ghost", &Contract::default()).await;
+    assert!(
+        matches!(&unknown, Err(Error::Command { message, .. }) if message.contains("agent register")),
+        "{unknown:?}"
+    );
+    let run: Vec<Value> =
+        s.home.audit().into_iter().filter(|e| e["session_id"] == "run-9").collect();
+    assert_eq!(run.len(), 5, "every call and explain of the run carries its session id");
 }
 
 #[tokio::test]

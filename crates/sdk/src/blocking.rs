@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::client::Health;
 use crate::error::Error;
+use crate::policy::{Contract, Explanation};
 use crate::request::Request;
 use crate::response::Response;
 
@@ -49,6 +50,26 @@ impl AgentSecrets {
     /// Starts a proxy if none answers; see [`crate::AgentSecrets::ensure_proxy`].
     pub fn ensure_proxy(&self) -> Result<Health, Error> {
         self.runtime.block_on(self.inner.ensure_proxy())
+    }
+
+    /// What the proxy would decide; see [`crate::AgentSecrets::explain`].
+    pub fn explain(&self, request: Request) -> Result<Explanation, Error> {
+        self.runtime.block_on(self.inner.explain(request))
+    }
+
+    /// An agent's contract; see [`crate::AgentSecrets::policy`].
+    pub fn policy(&self, agent: &str) -> Result<Option<Contract>, Error> {
+        self.runtime.block_on(self.inner.policy(agent))
+    }
+
+    /// Replaces an agent's contract; see [`crate::AgentSecrets::set_policy`].
+    pub fn set_policy(&self, agent: &str, contract: &Contract) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.set_policy(agent, contract))
+    }
+
+    /// Removes an agent's contract; see [`crate::AgentSecrets::clear_policy`].
+    pub fn clear_policy(&self, agent: &str) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.clear_policy(agent))
     }
 
     /// The async client inside.

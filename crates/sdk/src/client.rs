@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{self, Error};
 use crate::launch::Launch;
+use crate::policy::Explanation;
 use crate::request::Request;
 use crate::response::Response;
 
@@ -30,6 +31,7 @@ const AGENT_ID: HeaderName = HeaderName::from_static("x-as-agent-id");
 const AGENT_TOKEN: HeaderName = HeaderName::from_static("x-as-agent-token");
 const SESSION_ID: HeaderName = HeaderName::from_static("x-as-session-id");
 const SESSION_TOKEN: HeaderName = HeaderName::from_static("x-as-session-token");
+const EXPLAIN: HeaderName = HeaderName::from_static("x-as-explain");
 const TARGET_URL: HeaderName = HeaderName::from_static("x-as-target-url");
 const METHOD: HeaderName = HeaderName::from_static("x-as-method");
 const INJECT: HeaderName = HeaderName::from_static("x-as-inject");
@@ -95,6 +97,31 @@ impl AgentSecrets {
     /// An upstream answer of any status is `Ok`; the proxy's own refusals (allowlist,
     /// identity, missing secret, SSRF, upstream failure, ...) are typed [`Error`]s.
     pub async fn call(&self, request: Request) -> Result<Response, Error> {
+        let (status, headers, body) = self.send(request, false).await?;
+        if let Some(refusal) = error::refusal(status, &headers, &body) {
+            return Err(refusal);
+        }
+        Ok(Response::new(status, headers, body))
+    }
+
+    /// Asks the proxy what it would decide about `request` (`X-AS-Explain`): allowed, or
+    /// the refusal and the rule behind it. No secret is read, the upstream is not
+    /// contacted, and the audit log records an `explain` entry only.
+    pub async fn explain(&self, request: Request) -> Result<Explanation, Error> {
+        let (status, headers, body) = self.send(request, true).await?;
+        // A refusal before the decision (a missing session token) is still an error.
+        if let Some(refusal) = error::refusal(status, &headers, &body) {
+            return Err(refusal);
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Sends a request to `/proxy` and reads the whole answer.
+    async fn send(
+        &self,
+        request: Request,
+        explain: bool,
+    ) -> Result<(u16, HeaderMap, bytes::Bytes), Error> {
         let parts = request.into_parts()?;
         let (port, session_token) = self.endpoint()?;
 
@@ -110,6 +137,9 @@ impl AgentSecrets {
         if let Some(token) = session_token {
             headers.insert(SESSION_TOKEN, sensitive(&token)?);
         }
+        if explain {
+            headers.insert(EXPLAIN, HeaderValue::from_static("1"));
+        }
 
         let mut outbound =
             self.http.post(proxy_url(port, "/proxy")).headers(headers).body(parts.body);
@@ -121,10 +151,12 @@ impl AgentSecrets {
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
         let body = answer.bytes().await?;
-        if let Some(refusal) = error::refusal(status, &headers, &body) {
-            return Err(refusal);
-        }
-        Ok(Response::new(status, headers, body))
+        Ok((status, headers, body))
+    }
+
+    /// The `agentsecrets` binary this client runs (for `ensure_proxy` and policy calls).
+    pub(crate) fn binary(&self) -> &Path {
+        &self.launch.binary
     }
 
     /// Asks the proxy whether it is up (`GET /health`, no session token needed).

@@ -40,6 +40,8 @@ pub enum Error {
     /// The agent's capability contract does not allow the call (`capability_denied`).
     #[error("{message}")]
     CapabilityDenied {
+        /// The rule that refused the call, such as `deny-secret GITHUB_KEY`.
+        rule: Option<String>,
         /// The proxy's explanation.
         message: String,
     },
@@ -105,6 +107,14 @@ pub enum Error {
         /// What is wrong with them.
         message: String,
     },
+    /// An `agentsecrets` command run for a management call (policy) failed.
+    #[error("agentsecrets {command} failed: {message}")]
+    Command {
+        /// The subcommand, such as `agent policy set`.
+        command: String,
+        /// What the command said on stderr.
+        message: String,
+    },
     /// A response body is not the JSON asked for by [`crate::Response::json`].
     #[error("response body is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -152,6 +162,7 @@ struct RefusalBody {
     message: Option<String>,
     domain: Option<String>,
     key: Option<String>,
+    rule: Option<String>,
 }
 
 /// The error for a response, when it is a refusal by the proxy rather than an upstream
@@ -168,7 +179,7 @@ pub(crate) fn refusal(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<E
         }
         Some(Slug::AgentUnauthorized) => Error::AgentUnauthorized { message },
         Some(Slug::IdentityRequired) => Error::IdentityRequired { message },
-        Some(Slug::CapabilityDenied) => Error::CapabilityDenied { message },
+        Some(Slug::CapabilityDenied) => Error::CapabilityDenied { rule: parsed.rule, message },
         Some(Slug::SecretNotFound) => {
             Error::SecretNotFound { key: parsed.key.unwrap_or_default(), message }
         }
@@ -229,7 +240,7 @@ mod tests {
     fn a_body_that_is_not_json_becomes_the_message() {
         let err = refused(403, "capability_denied", "plain words").unwrap();
 
-        assert!(matches!(err, Error::CapabilityDenied { message } if message == "plain words"));
+        assert!(matches!(err, Error::CapabilityDenied { message, .. } if message == "plain words"));
     }
 
     #[test]

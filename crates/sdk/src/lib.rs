@@ -38,6 +38,7 @@
 mod client;
 mod error;
 mod launch;
+mod policy;
 mod request;
 mod response;
 
@@ -46,5 +47,6 @@ pub mod blocking;
 pub use client::{AgentSecrets, Builder, DEFAULT_PORT, Health};
 pub use error::Error;
 pub use http::{HeaderMap, Method};
+pub use policy::{Contract, ContractMode, Explanation};
 pub use request::Request;
 pub use response::Response;

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use agentsecrets_core::audit::Transport;
+use agentsecrets_core::names::SecretKey;
 use agentsecrets_core::secret::SecretValue;
 use agentsecrets_proxy::{CallSpec, Engine, EngineConfig};
 
@@ -20,6 +21,13 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         .split_first()
         .ok_or_else(|| UsageError("name the command to run after --".to_owned()))?;
     let (agent_id, agent_token) = caller_identity(args.agent_id.as_deref(), args.token.as_deref())?;
+    // A name that cannot be a secret cannot be an environment variable either: refuse it
+    // before anything runs, rather than report it missing.
+    for name in &args.only {
+        SecretKey::parse(name).map_err(|e| {
+            UsageError(format!("--only: {e}; every name must also be an environment variable name"))
+        })?;
+    }
     let Some(path) = find_program(program) else {
         anyhow::bail!("command not found: {program}");
     };

@@ -30,7 +30,8 @@ fn set(args: &PolicySetArgs) -> anyhow::Result<()> {
         || !args.allow_domain.is_empty()
         || !args.allow_method.is_empty()
         || args.rate.is_some()
-        || args.mode.is_some();
+        || args.mode.is_some()
+        || args.replace;
     if !given {
         return Err(UsageError(
             "nothing to set: give --allow-secret, --deny-secret, --allow-domain, \
@@ -44,7 +45,10 @@ fn set(args: &PolicySetArgs) -> anyhow::Result<()> {
 
     let vault = open_vault()?;
     let agent = registered(&vault, &args.name)?;
-    let mut contract = vault.contract(&agent)?.unwrap_or_default();
+    let mut contract = match args.replace {
+        true => Contract::default(),
+        false => vault.contract(&agent)?.unwrap_or_default(),
+    };
     update.apply(&mut contract);
     vault.set_contract(&agent, &contract, &actor())?;
 
