@@ -288,8 +288,11 @@ fn stdout_carries_protocol_only_and_bad_messages_do_not_stop_the_server() {
     assert_eq!(initialized["result"]["serverInfo"]["name"], "agentsecrets");
     send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
 
-    // Not JSON at all: ignored (there is no id to answer), the server carries on.
+    // Not JSON at all: a parse error with a null id, and the server carries on.
     send("this is { not json");
+    let parse_error = read_message(&mut stdout);
+    assert_eq!(parse_error["error"]["code"], -32700, "{parse_error}");
+    assert!(parse_error["id"].is_null(), "{parse_error}");
     // JSON, but not a JSON-RPC message: an Invalid Request error.
     send(r#"{"hello":"world"}"#);
     let invalid = read_message(&mut stdout);

@@ -21,6 +21,7 @@
 
 pub mod install;
 pub mod server;
+mod stdio;
 pub mod tools;
 
 pub use server::{McpServer, ServeOptions};

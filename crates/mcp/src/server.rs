@@ -93,7 +93,7 @@ impl McpServer {
 
     /// Serves the protocol on stdin and stdout until the client closes stdin.
     pub async fn serve_stdio(self) -> Result<(), Error> {
-        self.serve(rmcp::transport::stdio()).await
+        self.serve(crate::stdio::filtered(tokio::io::stdin(), tokio::io::stdout())).await
     }
 
     /// Serves the protocol on any transport until the peer goes away.

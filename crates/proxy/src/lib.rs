@@ -10,7 +10,7 @@
 pub mod engine;
 pub mod forward;
 mod governance;
-mod identity;
+pub mod identity;
 pub mod remote;
 mod resolver;
 pub mod server;
