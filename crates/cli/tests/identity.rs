@@ -269,3 +269,35 @@ fn call_accepts_tokens_saved_by_name_and_declares_unknown_references() {
     assert!(agents.lines().any(|l| l.starts_with("Billing ")), "{agents}");
     assert!(agents.lines().any(|l| l.starts_with("newcomer ")), "{agents}");
 }
+
+#[test]
+fn an_expired_token_is_refused_and_its_attempt_logged() {
+    let s = Setup::new();
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let out = s.home.run_ok(&[
+        "agent",
+        "token",
+        "issue",
+        "short-lived",
+        "--expires",
+        &soon.to_string(),
+        "--output",
+        "json",
+    ]);
+    let issued: Value = serde_json::from_str(out.trim()).expect("issue prints JSON");
+    let token = issued["token"].as_str().expect("token").to_owned();
+    assert_eq!(s.call(&[("X-AS-Agent-Token", &token)]).status, 200, "valid before expiry");
+
+    // Expiry is checked to the second; wait until it has certainly passed.
+    while jiff::Timestamp::now() <= soon + jiff::SignedDuration::from_secs(1) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let before = s.upstream.count();
+    s.call(&[("X-AS-Agent-Token", &token)]).assert_refused(401, "agent_unauthorized");
+    assert_eq!(s.upstream.count(), before, "an expired token never reaches the upstream");
+
+    let refused = s.entries(&["--status", "BLOCKED"]);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["token_id"], issued["token_id"], "the attempt names its token");
+    assert_eq!(refused[0]["reason"], "agent_unauthorized");
+}
