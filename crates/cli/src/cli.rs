@@ -491,7 +491,7 @@ pub struct ExportArgs {
     pub output: Option<std::path::PathBuf>,
     /// Which entries.
     #[command(flatten)]
-    pub filters: ExportFilters,
+    pub filters: EntryFilters,
 }
 
 /// Formats of `log export`.
@@ -503,32 +503,6 @@ pub enum ExportFormat {
     Json,
     /// One JSON object per line.
     Jsonl,
-}
-
-/// Filters of `log export` (those of `log list` without `--last`).
-#[derive(Debug, Args)]
-pub struct ExportFilters {
-    /// Only these identity levels.
-    #[arg(long, value_name = "LEVEL")]
-    pub identity: Vec<String>,
-    /// Only this agent.
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// Only calls that used this secret.
-    #[arg(long)]
-    pub secret: Option<String>,
-    /// Only calls to this domain.
-    #[arg(long)]
-    pub domain: Option<String>,
-    /// Only this status.
-    #[arg(long)]
-    pub status: Option<String>,
-    /// Only entries since: 15m, 2h, 7d or an RFC 3339 time.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Only entries before: 15m, 2h, 7d or an RFC 3339 time.
-    #[arg(long)]
-    pub until: Option<String>,
 }
 
 /// Output of `log list` and `proxy logs`.
@@ -544,15 +518,18 @@ pub enum LogFormat {
     Csv,
 }
 
-/// Filters shared by `log list` and `proxy logs`.
+/// Which entries `log list`, `proxy logs` and `log export` select; all combine.
 #[derive(Debug, Args)]
-pub struct LogFilters {
-    /// Only these identity levels (anonymous, declared, issued).
+pub struct EntryFilters {
+    /// Only these identity levels (anonymous, declared, issued); repeatable.
     #[arg(long, value_name = "LEVEL")]
     pub identity: Vec<String>,
     /// Only this agent.
     #[arg(long)]
     pub agent: Option<String>,
+    /// Only calls made with this token id (`tok_...`).
+    #[arg(long, value_name = "TOKEN_ID")]
+    pub token: Option<String>,
     /// Only calls that used this secret.
     #[arg(long)]
     pub secret: Option<String>,
@@ -574,6 +551,14 @@ pub struct LogFilters {
     /// Only entries before: 15m, 2h, 7d or an RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
+}
+
+/// Options of `log list` and `proxy logs`.
+#[derive(Debug, Args)]
+pub struct LogFilters {
+    /// Which entries.
+    #[command(flatten)]
+    pub entries: EntryFilters,
     /// The most recent N entries.
     #[arg(long, default_value_t = 50)]
     pub last: usize,

@@ -13,8 +13,8 @@ use crate::UsageError;
 use anyhow::Context as _;
 
 use crate::cli::{
-    ExportArgs, ExportFormat, LogCommand, LogFilters, LogFormat, SummaryArgs, SummaryBy,
-    SummaryFormat,
+    EntryFilters, ExportArgs, ExportFormat, LogCommand, LogFilters, LogFormat, SummaryArgs,
+    SummaryBy, SummaryFormat,
 };
 use crate::commands::home;
 use crate::output::stdout_is_terminal;
@@ -172,22 +172,7 @@ fn session_summary(
 /// Streams the matching entries to stdout or, through a temporary file renamed at the
 /// end, to `--output`: an interrupted export never leaves a half-written file behind.
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    let f = &args.filters;
-    let filters = LogFilters {
-        identity: f.identity.clone(),
-        agent: f.agent.clone(),
-        secret: f.secret.clone(),
-        domain: f.domain.clone(),
-        status: f.status.clone(),
-        reason: None,
-        session: None,
-        since: f.since.clone(),
-        until: f.until.clone(),
-        last: 0,
-        format: None,
-        tail: false,
-    };
-    let query = AuditQuery { last: None, ..query(&filters)? };
+    let query = query(&args.filters, None)?;
     let audit = AuditLog::open(&home()?)?;
     let total = audit.count(&query)?;
     let progress = progress_bar(total);
@@ -331,7 +316,7 @@ fn verify() -> anyhow::Result<()> {
 
 /// Prints the entries that match the filters.
 pub fn list(filters: &LogFilters) -> anyhow::Result<()> {
-    let query = query(filters)?;
+    let query = query(&filters.entries, Some(filters.last))?;
     let audit = AuditLog::open(&home()?)?;
     let entries = audit.query(&query)?;
     let format = filters.format.unwrap_or(if stdout_is_terminal() {
@@ -340,22 +325,12 @@ pub fn list(filters: &LogFilters) -> anyhow::Result<()> {
         LogFormat::Jsonl
     });
 
-    let mut out = std::io::stdout().lock();
     if filters.tail {
         return tail(&audit, &query, format, entries);
     }
+    let mut out = std::io::stdout().lock();
     match format {
-        LogFormat::Table => {
-            for entry in &entries {
-                writeln!(out, "{}", entry.one_line())?;
-            }
-        }
-        LogFormat::Jsonl => {
-            for entry in &entries {
-                serde_json::to_writer(&mut out, entry)?;
-                writeln!(out)?;
-            }
-        }
+        LogFormat::Table | LogFormat::Jsonl => print_entries(&entries, format)?,
         LogFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &entries)?;
             writeln!(out)?;
@@ -409,7 +384,7 @@ fn print_entries(entries: &[AuditEntry], format: LogFormat) -> anyhow::Result<()
     let mut out = std::io::stdout().lock();
     for entry in entries {
         match format {
-            LogFormat::Table => writeln!(out, "{}", entry.one_line())?,
+            LogFormat::Table => writeln!(out, "{}", terminal_safe(&entry.one_line()))?,
             _ => {
                 serde_json::to_writer(&mut out, entry)?;
                 writeln!(out)?;
@@ -420,7 +395,25 @@ fn print_entries(entries: &[AuditEntry], format: LogFormat) -> anyhow::Result<()
     Ok(())
 }
 
-fn query(filters: &LogFilters) -> anyhow::Result<AuditQuery> {
+/// `line` with every control character (ESC of an ANSI sequence, CR, BEL, C1 codes)
+/// written as an escape, so nothing a caller put in an entry can drive the terminal.
+fn terminal_safe(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let escaped = line
+        .chars()
+        .flat_map(|c| {
+            let shown: Vec<char> =
+                if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            shown
+        })
+        .collect();
+    std::borrow::Cow::Owned(escaped)
+}
+
+/// The store query for the command line's filters; `last` bounds it to the newest N.
+fn query(filters: &EntryFilters, last: Option<usize>) -> anyhow::Result<AuditQuery> {
     let identity = filters
         .identity
         .iter()
@@ -438,17 +431,30 @@ fn query(filters: &LogFilters) -> anyhow::Result<AuditQuery> {
                 .ok_or_else(|| UsageError(format!("--status {raw:?}: use OK, BLOCKED or ERROR")))
         })
         .transpose()?;
+
+    let since = filters.since.as_deref().map(|s| time_bound("--since", s)).transpose()?;
+    let until = filters.until.as_deref().map(|s| time_bound("--until", s)).transpose()?;
+    if let (Some(since), Some(until)) = (&since, &until)
+        && since > until
+    {
+        return Err(UsageError(format!(
+            "--since {since} is after --until {until}: no entry can match; swap them"
+        ))
+        .into());
+    }
+
     Ok(AuditQuery {
-        last: Some(filters.last),
+        last,
         secret: filters.secret.clone(),
         agent: filters.agent.clone(),
+        token: filters.token.clone(),
         identity,
         status,
         domain: filters.domain.clone(),
         reason: filters.reason.clone(),
         session: filters.session.clone(),
-        since: filters.since.as_deref().map(|s| time_bound("--since", s)).transpose()?,
-        until: filters.until.as_deref().map(|s| time_bound("--until", s)).transpose()?,
+        since,
+        until,
     })
 }
 
