@@ -223,11 +223,33 @@ fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
     forms
 }
 
-/// Base64 in the standard and URL-safe alphabets, each padded and unpadded.
-fn base64_forms(value: &[u8]) -> [Vec<u8>; 4] {
-    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+/// Base64 in the standard and URL-safe alphabets, each padded and unpadded, plus the
+/// value's base64 as it appears inside the encoding of a longer text (`Bearer <value>`,
+/// `<value>:x`): at each of the three byte alignments, the characters that only the value's
+/// bits determine.
+fn base64_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms: Vec<Vec<u8>> = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
         .map(|engine| engine.encode(value).into_bytes())
+        .into();
+    for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        for shift in 0..3 {
+            let mut shifted = vec![0u8; shift];
+            shifted.extend_from_slice(value);
+            let encoded = engine.encode(&shifted).into_bytes();
+            // Character i holds bits 6i..6i+6; the value's bits are 8*shift..8*len.
+            let first = (8 * shift).div_ceil(6);
+            let end = (8 * shifted.len()) / 6;
+            // Shorter cores would match unrelated base64 text too often.
+            if end >= first + MIN_BASE64_CORE {
+                forms.push(encoded[first..end].to_vec());
+            }
+        }
+    }
+    forms
 }
+
+/// Fewest characters of an embedded base64 value that are redacted on their own.
+const MIN_BASE64_CORE: usize = 8;
 
 /// Percent-encoding with upper-case hex and with lower-case hex, and the two form-urlencoded
 /// variants.
@@ -456,6 +478,13 @@ mod tests {
             b"YSBiL8OpIn4qJgo",
             b"YSBiL8OpIn4qJgo=",
             b"YSBiL8OpIn4qJgo",
+            // Inside the base64 of a longer text, at the three alignments, per alphabet.
+            b"YSBiL8OpIn4qJg",
+            b"EgYi/DqSJ+KiYK",
+            b"hIGIvw6kifiomC",
+            b"YSBiL8OpIn4qJg",
+            b"EgYi_DqSJ-KiYK",
+            b"hIGIvw6kifiomC",
             b"a%20b%2F%C3%A9%22~%2A%26%0A",
             b"a%20b%2f%c3%a9%22~%2a%26%0a",
             b"a+b%2F%C3%A9%22~%2A%26%0A",
@@ -471,8 +500,9 @@ mod tests {
         let distinct_forms: BTreeSet<&[u8]> = forms.iter().map(Vec::as_slice).collect();
         let distinct_expected: BTreeSet<&[u8]> = expected.iter().copied().collect();
         assert_eq!(distinct_forms, distinct_expected);
-        // Only the two base64 alphabets coincide here (the value has no `+` or `/` in them).
-        assert_eq!(distinct_forms.len(), expected.len() - 2);
+        // The two base64 alphabets coincide here (the value's full encoding has no `+` or
+        // `/`), and so do two of the three embedded forms.
+        assert_eq!(distinct_forms.len(), expected.len() - 4);
     }
 
     #[test]
@@ -635,6 +665,29 @@ mod tests {
         let (output, matched) = set.redact_all(b"Basic dXNlcjpwYXNz");
         assert_eq!(output, marked(&[b"Basic ", MARKER]));
         assert!(matched);
+    }
+
+    #[test]
+    fn base64_of_a_longer_text_holding_the_value_is_redacted() {
+        let value = b"sk_live_0123456789abcdef/+=z";
+        let set = set_of(&[value]);
+        for prefix in [&b""[..], b"B", b"Bearer ", b"ab"] {
+            for suffix in [&b""[..], b":x", b" | other text"] {
+                let mut text = prefix.to_vec();
+                text.extend_from_slice(value);
+                text.extend_from_slice(suffix);
+                for engine in [STANDARD, URL_SAFE_NO_PAD] {
+                    let body = engine.encode(&text).into_bytes();
+                    let (output, matched) = set.redact_all(&body);
+                    assert!(matched, "{}", String::from_utf8_lossy(&body));
+                    // What is left around the markers is too short to hold the value.
+                    let text = String::from_utf8_lossy(&output).into_owned();
+                    for rest in text.split(REDACTION_MARKER) {
+                        assert!(rest.len() < value.len(), "{text}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
