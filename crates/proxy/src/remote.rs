@@ -34,7 +34,14 @@ impl RunningProxy {
     /// The proxy named by `session.json`, if it answers its health check.
     pub async fn find(session_path: &Path) -> Option<RunningProxy> {
         let session = Session::read(session_path)?;
-        let client = reqwest::Client::builder().no_proxy().build().ok()?;
+        // A redirect is the upstream's answer, passed back as it came: following it here
+        // would send the session token, the control headers and the body to wherever the
+        // upstream's Location points.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .ok()?;
         let health = format!("http://127.0.0.1:{}/health", session.port);
         let answer = client.get(health).timeout(Duration::from_secs(2)).send().await.ok()?;
         answer.status().is_success().then_some(RunningProxy { session, client })
