@@ -887,6 +887,9 @@ fn concurrent_calls_all_succeed() {
     let audit = s.home.audit();
     assert_eq!(audit.len(), 32);
     assert!(audit.iter().all(|e| e["status"] == "OK"));
+    // Records written together in one commit still form one unbroken chain.
+    let verify = s.home.run_ok(&["log", "verify"]);
+    assert!(verify.contains("intact: 32 entries"), "{verify}");
 }
 
 #[test]

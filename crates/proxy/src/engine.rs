@@ -27,6 +27,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
+use crate::audit_writer::{AuditWriter, WriterThread};
 use crate::forward::{self, AuditGuard, CallSummary, Forwarded};
 use crate::governance::{self, RateLimiter};
 use crate::identity::TokenVerifier;
@@ -135,10 +136,24 @@ struct PolicyView {
     snapshot: String,
 }
 
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The upstream HTTP client could not be set up (its TLS roots, say).
+    #[error("upstream client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The audit writer thread could not be started.
+    #[error("audit writer thread: {0}")]
+    Writer(#[source] std::io::Error),
+}
+
 /// The engine shared by the proxy, `call`, `env` and MCP.
 pub struct Engine {
     vault: Arc<Vault>,
     audit: Arc<AuditLog>,
+    /// Group-commits the records of forwarded calls. Declared before `_writer_thread`, so
+    /// the engine's own handle is gone when the thread's owner waits for it to drain.
+    writer: AuditWriter,
     project: Project,
     resolver: Arc<VettingResolver>,
     client: reqwest::Client,
@@ -147,6 +162,8 @@ pub struct Engine {
     verifier: TokenVerifier,
     rates: RateLimiter,
     calls: AtomicU64,
+    /// Held for its `Drop`, which waits for the queued records to be written.
+    _writer_thread: WriterThread,
 }
 
 /// The policy as last read, and the snapshot id of that content.
@@ -173,7 +190,7 @@ impl Engine {
         audit: Arc<AuditLog>,
         project: Project,
         config: EngineConfig,
-    ) -> Result<Engine, reqwest::Error> {
+    ) -> Result<Engine, EngineError> {
         let signer = vault.clone();
         audit.set_signer(Box::new(move |message| signer.sign(message)));
         let resolver = Arc::new(VettingResolver::new(config.allow_local_http));
@@ -185,10 +202,14 @@ impl Engine {
             .read_timeout(config.upstream_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .use_rustls_tls()
-            .build()?;
+            .build()
+            .map_err(EngineError::Client)?;
+        let (writer, writer_thread) =
+            AuditWriter::start(audit.clone()).map_err(EngineError::Writer)?;
         Ok(Engine {
             vault,
             audit,
+            writer,
             project,
             resolver,
             client,
@@ -197,6 +218,7 @@ impl Engine {
             verifier: TokenVerifier::default(),
             rates: RateLimiter::default(),
             calls: AtomicU64::new(0),
+            _writer_thread: writer_thread,
         })
     }
 
@@ -303,7 +325,7 @@ impl Engine {
     async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
         let (target, method) = self.decide(&spec, draft, true).await?;
 
-        let id = self.audit.begin(&draft.entry).map_err(|err| audit_refusal(&err))?;
+        let id = self.writer.begin(draft.entry.clone()).await.map_err(|err| audit_refusal(&err))?;
         draft.recorded = true;
 
         let outbound = match self.prepare(&spec, &target, method) {
@@ -318,7 +340,7 @@ impl Engine {
             method: draft.entry.method.clone(),
             domain: draft.entry.domain.clone(),
         };
-        let mut guard = AuditGuard::new(self.audit.clone(), summary, id, draft.started);
+        let mut guard = AuditGuard::new(self.writer.clone(), summary, id, draft.started);
         guard.set_report(draft.report);
         forward::send(&self.client, outbound, guard, self.config.upstream_timeout).await
     }
@@ -679,9 +701,7 @@ impl Engine {
     fn settle(&self, id: &str, draft: &Draft, refusal: &Refusal) {
         tracing::info!(reason = refusal.slug.as_str(), target.domain = %draft.entry.domain,
             "call failed");
-        if let Err(err) = self.audit.complete(id, &refusal_outcome(draft, refusal)) {
-            tracing::error!(error = %err, "cannot settle an audit entry");
-        }
+        self.writer.complete(id.to_owned(), refusal_outcome(draft, refusal));
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use agentsecrets_core::audit::CallStatus;
 use agentsecrets_core::redact::{RedactionSet, StreamRedactor};
 use agentsecrets_core::refusal::{Refusal, Slug};
-use agentsecrets_store::{AuditLog, Outcome};
+use agentsecrets_store::Outcome;
+
+use crate::audit_writer::AuditWriter;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
@@ -109,7 +111,7 @@ pub struct CallSummary {
 
 /// Settles the audit entry of a forwarded call when its response ends, however it ends.
 pub struct AuditGuard {
-    audit: Arc<AuditLog>,
+    audit: AuditWriter,
     summary: CallSummary,
     id: String,
     started: Instant,
@@ -123,7 +125,7 @@ pub struct AuditGuard {
 impl AuditGuard {
     /// A guard for the entry `id`, begun at `started`.
     pub fn new(
-        audit: Arc<AuditLog>,
+        audit: AuditWriter,
         summary: CallSummary,
         id: String,
         started: Instant,
@@ -164,16 +166,16 @@ impl AuditGuard {
             duration_ms: self.started.elapsed().as_millis() as u64,
             redacted,
         };
-        if let Err(err) = self.audit.complete(&self.id, &outcome) {
-            tracing::error!(error = %err, audit.id = %self.id, "cannot settle an audit entry");
-        }
+        let code = outcome.status_code;
+        let (status, ms) = (outcome.status, outcome.duration_ms);
+        self.audit.complete(self.id.clone(), outcome);
         tracing::info!(
             agent.id = %self.summary.agent,
             http.method = %self.summary.method,
             target.domain = %self.summary.domain,
-            status = outcome.status.as_str(),
-            code = ?outcome.status_code,
-            ms = outcome.duration_ms,
+            status = status.as_str(),
+            code = ?code,
+            ms,
             redacted,
             "call"
         );

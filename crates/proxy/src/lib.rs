@@ -7,6 +7,7 @@
 //! [`server`] puts the engine behind `127.0.0.1:8765`; [`remote`] lets a command reuse
 //! a proxy that is already running.
 
+pub mod audit_writer;
 pub mod engine;
 pub mod forward;
 mod governance;
@@ -16,5 +17,5 @@ mod resolver;
 pub mod server;
 pub mod session;
 
-pub use engine::{CallSpec, Engine, EngineConfig, Explanation};
+pub use engine::{CallSpec, Engine, EngineConfig, EngineError, Explanation};
 pub use forward::Forwarded;

@@ -428,35 +428,60 @@ impl AuditLog {
     /// Settles the outcome of an entry written by [`AuditLog::begin`], sealing it with its
     /// outcome hash.
     pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<()> {
+        self.commit_batch(&[(id, outcome)], &[]).map(drop)
+    }
+
+    /// Settles `completions` and appends `entries` (pending or settled) in one
+    /// transaction, so one commit serves them all: the group commit of a writer that
+    /// batches concurrent calls. Returns the ids of the appended entries, in order.
+    pub fn commit_batch(
+        &self,
+        completions: &[(&str, &Outcome)],
+        entries: &[(&NewAuditEntry, &Outcome)],
+    ) -> Result<Vec<String>> {
         let conn = self.conn();
         db::immediate(&conn, &self.path, |conn| {
-            let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE id = ?1");
-            let found =
-                conn.query_row(&sql, [id], entry_row).optional().map_err(|e| self.err(e))?;
-            let Some(mut entry) = found else { return Ok(()) };
-            entry.status = outcome.status;
-            entry.reason = outcome.reason.clone();
-            entry.status_code = outcome.status_code;
-            entry.duration_ms = outcome.duration_ms;
-            entry.redacted = outcome.redacted;
-            entry.outcome_hash = entry.outcome_digest();
+            for (id, outcome) in completions {
+                self.settle(conn, id, outcome)?;
+            }
+            self.append_in(conn, entries)
+        })
+    }
 
-            conn.execute(
+    /// Writes the outcome of entry `id` and its outcome hash; an unknown id (pruned
+    /// meanwhile) is left alone.
+    fn settle(&self, conn: &Connection, id: &str, outcome: &Outcome) -> Result<()> {
+        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE id = ?1");
+        let found = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.query_row([id], entry_row).optional())
+            .map_err(|e| self.err(e))?;
+        let Some(mut entry) = found else { return Ok(()) };
+        entry.status = outcome.status;
+        entry.reason = outcome.reason.clone();
+        entry.status_code = outcome.status_code;
+        entry.duration_ms = outcome.duration_ms;
+        entry.redacted = outcome.redacted;
+        entry.outcome_hash = entry.outcome_digest();
+
+        let mut update = conn
+            .prepare_cached(
                 "UPDATE audit_log SET status = ?2, reason = ?3, status_code = ?4, \
                  duration_ms = ?5, redacted = ?6, outcome_hash = ?7 WHERE id = ?1",
-                params![
-                    id,
-                    entry.status.as_str(),
-                    entry.reason,
-                    entry.status_code,
-                    entry.duration_ms as i64,
-                    entry.redacted,
-                    entry.outcome_hash,
-                ],
             )
             .map_err(|e| self.err(e))?;
-            Ok(())
-        })
+        update
+            .execute(params![
+                id,
+                entry.status.as_str(),
+                entry.reason,
+                entry.status_code,
+                entry.duration_ms as i64,
+                entry.redacted,
+                entry.outcome_hash,
+            ])
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// One entry by id.
@@ -771,8 +796,16 @@ impl AuditLog {
     }
 
     fn append_many(&self, entries: &[(&NewAuditEntry, &Outcome)]) -> Result<Vec<String>> {
-        let conn = self.conn();
-        db::immediate(&conn, &self.path, |conn| {
+        self.commit_batch(&[], entries)
+    }
+
+    /// Appends `entries` after the last one, inside the caller's transaction.
+    fn append_in(
+        &self,
+        conn: &Connection,
+        entries: &[(&NewAuditEntry, &Outcome)],
+    ) -> Result<Vec<String>> {
+        {
             let last: Option<(i64, String)> = conn
                 .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -797,7 +830,7 @@ impl AuditLog {
                 ids.push(full.id);
             }
             Ok(ids)
-        })
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
