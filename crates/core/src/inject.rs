@@ -172,10 +172,23 @@ fn plain_name(raw: &str, expected: &'static str) -> Result<String, InjectError> 
     Ok(raw.to_owned())
 }
 
+/// Most segments a JSON body path may have. Each segment can add a level of nesting to the
+/// body, and serializing (and dropping) a JSON value recurses once per level: a path of tens
+/// of thousands of segments, which fits in one header, would overflow the stack and abort
+/// the proxy. 64 levels is far deeper than any API nests, and keeps the body within the
+/// 128 levels that common JSON parsers (serde_json among them) accept.
+pub const MAX_BODY_PATH_SEGMENTS: usize = 64;
+
 fn body_path(raw: &str) -> Result<Vec<String>, InjectError> {
     let segments: Vec<String> = raw.split('.').map(str::to_owned).collect();
     if raw.is_empty() || segments.iter().any(|s| s.is_empty() || s.chars().any(char::is_control)) {
         return Err(InjectError::Malformed(escape_for_display(raw), "body:a.b.c=KEY"));
+    }
+    if segments.len() > MAX_BODY_PATH_SEGMENTS {
+        return Err(InjectError::Malformed(
+            escape_for_display(raw),
+            "a body path of at most 64 segments",
+        ));
     }
     Ok(segments)
 }
@@ -243,6 +256,12 @@ pub fn apply_json_body(
     value: &SecretValue,
 ) -> Result<Vec<u8>, InjectError> {
     let joined = path.join(".");
+    if path.len() > MAX_BODY_PATH_SEGMENTS {
+        return Err(InjectError::BodyPath {
+            path: joined,
+            why: "the path is more than 64 levels deep",
+        });
+    }
     let text = utf8_value(key, value, "body")?;
     let mut root: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
@@ -376,6 +395,32 @@ mod tests {
         assert_eq!(json["amount"], 100);
         assert_eq!(json["auth"]["user"], "bob");
         assert_eq!(json["auth"]["token"], "v");
+    }
+
+    #[test]
+    fn body_path_too_deep_overflowed_the_stack() {
+        // Found by the json_body fuzz target: every segment nests one more object, and a path
+        // of 30000 segments (60 kB, one header) overflowed the stack when serialized.
+        let deep = vec!["a"; 30_000].join("-");
+        let err = Injection::from_header(&format!("Body-{deep}"), "KEY").unwrap_err();
+        assert!(matches!(err, InjectError::Malformed(..)), "{err}");
+        let list = format!("body:{}=KEY", vec!["a"; MAX_BODY_PATH_SEGMENTS + 1].join("."));
+        assert!(Injection::parse_list(&list).is_err());
+
+        let too_deep = vec!["a".to_owned(); MAX_BODY_PATH_SEGMENTS + 1];
+        let err = apply_json_body(b"{}", &too_deep, &key("K"), &secret("v")).unwrap_err();
+        assert!(matches!(err, InjectError::BodyPath { .. }), "{err}");
+
+        let deepest = vec!["a"; MAX_BODY_PATH_SEGMENTS].join(".");
+        let Ok(Injection { style: InjectStyle::Body(path), .. }) =
+            Injection::from_flag("body", &format!("{deepest}=K"))
+        else {
+            panic!("a path of the maximal depth is accepted");
+        };
+        let out = apply_json_body(b"", &path, &key("K"), &secret("v")).unwrap();
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        let leaf = path.iter().fold(&parsed, |node, segment| &node[segment.as_str()]);
+        assert_eq!(leaf, "v");
     }
 
     #[test]
