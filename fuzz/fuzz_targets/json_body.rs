@@ -5,11 +5,14 @@
 //! Asserted: no panic; when the body is blank or a JSON object and the path runs only
 //! through objects (or missing keys), injection succeeds, the output is JSON, the value at
 //! the path is the secret as a string, and every other key at every level of the path is
-//! unchanged; otherwise it fails. A non-UTF-8 value is always refused. Form and query
+//! unchanged; otherwise it fails. Paths are at most `MAX_BODY_PATH_SEGMENTS` deep (a deeper
+//! one overflowed the stack when the body was serialized). A non-UTF-8 value is always refused. Form and query
 //! injection leave exactly one pair of that name, holding the value, after the kept pairs.
 #![no_main]
 
-use agentsecrets_core::inject::{InjectStyle, Injection, apply_form, apply_json_body, apply_query};
+use agentsecrets_core::inject::{
+    InjectStyle, Injection, MAX_BODY_PATH_SEGMENTS, apply_form, apply_json_body, apply_query,
+};
 use agentsecrets_core::names::SecretKey;
 use agentsecrets_core::secret::SecretValue;
 use arbitrary::Arbitrary;
@@ -34,6 +37,7 @@ fuzz_target!(|input: Input| {
     };
     let InjectStyle::Body(path) = &injection.style else { panic!("Body- parsed as another style") };
     assert!(!path.is_empty() && path.iter().all(|s| !s.is_empty() && !s.contains('.')));
+    assert!(path.len() <= MAX_BODY_PATH_SEGMENTS, "a body path deeper than the limit parsed");
 
     let result = apply_json_body(&input.body, path, &key, &value);
     let Some(text) = text else {
