@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use axum::serve::ListenerExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::net::TcpListener;
@@ -62,6 +63,13 @@ pub async fn serve(
 
     let flusher = tokio::spawn(flush_token_use(state.engine.clone()));
     let shutdown = shutdown_signal(state.clone());
+    // Without TCP_NODELAY a response written in two parts waits on the caller's delayed
+    // ACK (40 ms on Linux) whenever its second part is small.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a caller's connection");
+        }
+    });
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     flusher.abort();
     state.engine.flush_token_use();
