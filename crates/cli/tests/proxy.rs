@@ -639,6 +639,30 @@ fn no_session_token_mode_admits_callers_without_it() {
 }
 
 #[test]
+fn a_secret_changed_while_the_proxy_runs_is_used_and_scrubbed_at_the_next_call() {
+    let s = setup();
+    let call = || {
+        Reply::send(
+            s.proxy
+                .call(&s.upstream.url("/reflect"))
+                .header("X-AS-Inject", "header:X-Secret=ECHOED_KEY"),
+        )
+    };
+    assert_eq!(call().status, 200);
+    assert_eq!(s.upstream.last().header("x-secret"), Some(ECHOED));
+
+    // The proxy keeps secrets and their redaction automaton between calls; a change made
+    // by another process must replace both before the next call.
+    let rotated = "sk_rotated_canary_7f3e9a";
+    s.home.set_secrets(&[("ECHOED_KEY", rotated)]);
+    let reply = call();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(s.upstream.last().header("x-secret"), Some(rotated));
+    assert!(!contains(&reply.everything(), rotated.as_bytes()), "{}", reply.text());
+    assert_eq!(reply.header("x-reflected").as_deref(), Some(MARKER));
+}
+
+#[test]
 fn echoed_secrets_are_scrubbed_from_body_and_headers() {
     let s = setup();
     let reply = Reply::send(

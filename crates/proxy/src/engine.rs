@@ -32,6 +32,7 @@ use crate::forward::{self, AuditGuard, CallSummary, Forwarded};
 use crate::governance::{self, RateLimiter};
 use crate::identity::TokenVerifier;
 use crate::resolver::{ClientResolver, SsrfError, VettingResolver};
+use crate::secret_cache::SecretCache;
 
 /// Settings of an engine.
 #[derive(Debug, Clone)]
@@ -129,6 +130,8 @@ struct Draft {
 
 /// The policy in force for one call.
 struct PolicyView {
+    /// The vault's data version this view was read at.
+    version: Option<i64>,
     allowlist: Arc<Vec<String>>,
     identity: IdentitySettings,
     access: Arc<AccessSettings>,
@@ -159,6 +162,7 @@ pub struct Engine {
     client: reqwest::Client,
     config: EngineConfig,
     policy: Mutex<PolicyCache>,
+    secrets: SecretCache,
     verifier: TokenVerifier,
     rates: RateLimiter,
     calls: AtomicU64,
@@ -215,6 +219,7 @@ impl Engine {
             client,
             config,
             policy: Mutex::default(),
+            secrets: SecretCache::default(),
             verifier: TokenVerifier::default(),
             rates: RateLimiter::default(),
             calls: AtomicU64::new(0),
@@ -300,7 +305,7 @@ impl Engine {
         spec: &CallSpec,
         draft: &mut Draft,
         count: bool,
-    ) -> Result<(Target, Method), Refusal> {
+    ) -> Result<(Target, Method, Option<i64>), Refusal> {
         check_session_id(spec.session_id.as_deref())?;
         self.identify(spec, draft)?;
 
@@ -319,16 +324,16 @@ impl Engine {
         self.authorize(&target, &policy, draft).await?;
         let host = target.host().to_string();
         self.check_capabilities(&policy, draft, Some(&host), count)?;
-        Ok((target, method))
+        Ok((target, method, policy.version))
     }
 
     async fn checked_call(&self, spec: CallSpec, draft: &mut Draft) -> Result<Forwarded, Refusal> {
-        let (target, method) = self.decide(&spec, draft, true).await?;
+        let (target, method, version) = self.decide(&spec, draft, true).await?;
 
         let id = self.writer.begin(draft.entry.clone()).await.map_err(|err| audit_refusal(&err))?;
         draft.recorded = true;
 
-        let outbound = match self.prepare(&spec, &target, method) {
+        let outbound = match self.prepare(&spec, &target, method, version) {
             Ok(outbound) => outbound,
             Err(refusal) => {
                 self.settle(&id, draft, &refusal);
@@ -566,10 +571,15 @@ impl Engine {
         spec: &CallSpec,
         target: &Target,
         method: Method,
+        version: Option<i64>,
     ) -> Result<forward::Outbound, Refusal> {
+        // `version` was read with the policy, before the secrets: a change made meanwhile
+        // shows as a newer version on the next call, never as old values cached under it.
         let mut values: Vec<(&Injection, SecretValue)> = Vec::with_capacity(spec.injections.len());
         for injection in &spec.injections {
-            values.push((injection, self.resolve_secret(&injection.key)?));
+            let key = &injection.key;
+            let value = self.secrets.value(version, key, || self.resolve_secret(key))?;
+            values.push((injection, value));
         }
 
         let mut url = target.url().clone();
@@ -580,7 +590,9 @@ impl Engine {
         }
         set_default_content_type(&spec.injections, &spec.body, &mut headers);
 
-        let redaction = Arc::new(redaction_set(values.iter().map(|(_, v)| v)));
+        let keys: Vec<&SecretKey> = values.iter().map(|(injection, _)| &injection.key).collect();
+        let redaction =
+            self.secrets.redaction(version, &keys, || redaction_set(values.iter().map(|(_, v)| v)));
         Ok(forward::Outbound { method, url, headers, body: Bytes::from(body), redaction })
     }
 
@@ -606,6 +618,7 @@ impl Engine {
             *cache = self.load_policy(version);
         }
         PolicyView {
+            version,
             allowlist: cache.allowlist.clone(),
             identity: cache.identity,
             access: cache.access.clone(),

@@ -14,6 +14,7 @@ mod governance;
 pub mod identity;
 pub mod remote;
 mod resolver;
+mod secret_cache;
 pub mod server;
 pub mod session;
 

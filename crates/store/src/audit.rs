@@ -807,10 +807,8 @@ impl AuditLog {
     ) -> Result<Vec<String>> {
         {
             let last: Option<(i64, String)> = conn
-                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
+                .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .and_then(|mut stmt| stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(|e| self.err(e))?;
             let (mut seq, mut prev_hash) = last.unwrap_or((0, String::new()));
 

@@ -207,7 +207,10 @@ impl Vault {
     /// A number that changes whenever another connection commits to the vault; cheap,
     /// so a long-running proxy can check it on every call to drop stale caches.
     pub fn data_version(&self) -> Result<i64> {
-        self.conn().pragma_query_value(None, "data_version", |r| r.get(0)).map_err(|e| self.err(e))
+        // A cached statement: preparing the pragma anew cost more than running it.
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("PRAGMA data_version").map_err(|e| self.err(e))?;
+        stmt.query_row([], |r| r.get(0)).map_err(|e| self.err(e))
     }
 
     /// Creates a project.
