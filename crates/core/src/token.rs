@@ -221,14 +221,14 @@ impl fmt::Debug for ParsedToken {
 /// Full SHA-256 of the token value, in lowercase hex: what the store keeps instead of the
 /// value, and the key to look a presented token up by.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Short public fingerprint for the audit log: `fp_` and the first 12 hex digits of the
 /// value's SHA-256.
 pub fn fingerprint(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    format!("fp_{}", hex(&digest[..FINGERPRINT_HEX_LEN / 2]))
+    format!("fp_{}", hex::encode(&digest[..FINGERPRINT_HEX_LEN / 2]))
 }
 
 /// Whether `raw` has the shape of a token id: `tok_` and 12 of `[a-z2-7]`.
@@ -334,16 +334,6 @@ fn take_i64(rest: &mut &[u8]) -> Result<i64, TokenError> {
 fn take_text<'a>(rest: &mut &'a [u8]) -> Result<&'a str, TokenError> {
     let len = take_u8(rest)?;
     std::str::from_utf8(take(rest, usize::from(len))?).map_err(|_| TokenError::Malformed)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]
