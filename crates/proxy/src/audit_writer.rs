@@ -71,7 +71,8 @@ impl AuditWriter {
         }
         match committed.await {
             Ok(result) => result,
-            // The writer stopped before answering: write it here instead.
+            // The writer stopped without answering (it panicked): the record may not exist,
+            // so the call is refused as for any audit failure.
             Err(_) => Err(Arc::new(StoreError::Invalid("the audit writer stopped".to_owned()))),
         }
     }
@@ -180,5 +181,77 @@ fn pending_outcome() -> Outcome {
         status_code: None,
         duration_ms: 0,
         redacted: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentsecrets_core::audit::CallStatus;
+    use agentsecrets_store::fixture::synthetic_entry;
+    use agentsecrets_store::{AuditQuery, Home};
+
+    use super::*;
+
+    fn open_log(dir: &std::path::Path) -> Arc<AuditLog> {
+        Arc::new(AuditLog::open(&Home::at(dir.join("home"))).expect("open the audit log"))
+    }
+
+    fn entry(i: u64) -> (NewAuditEntry, Outcome) {
+        synthetic_entry(i, 1000, jiff::Timestamp::now(), 1, "ws")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_each_get_a_committed_record_and_the_chain_holds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = open_log(dir.path());
+        let (writer, thread) = AuditWriter::start(log.clone()).expect("start the writer");
+
+        let calls: Vec<_> = (0..200)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let (new, outcome) = entry(i);
+                    let id = writer.begin(new).await.expect("the record is committed");
+                    writer.complete(id.clone(), outcome);
+                    id
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for call in calls {
+            ids.push(call.await.expect("the call task"));
+        }
+        drop(writer);
+        drop(thread);
+
+        let entries = log.query(&AuditQuery::default()).expect("query");
+        assert_eq!(entries.len(), 200);
+        assert!(entries.iter().all(|e| e.status != CallStatus::Pending), "every outcome settled");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "one distinct entry per call");
+        let report = log.verify(None).expect("verify");
+        assert_eq!(report.first_problem, None);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_leaves_before_its_record_is_committed_is_settled_not_pending() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = open_log(dir.path());
+        let (writer, thread) = AuditWriter::start(log.clone()).expect("start the writer");
+
+        // Another process holds the log's write lock, so the commit waits; meanwhile the
+        // caller gives up. The lock is released well within the writer's busy timeout.
+        let blocker = rusqlite::Connection::open(dir.path().join("home/audit.db")).expect("open");
+        blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock the log");
+        let waiting = tokio::time::timeout(Duration::from_millis(20), writer.begin(entry(0).0));
+        assert!(waiting.await.is_err(), "the commit cannot finish while the log is locked");
+        blocker.execute_batch("COMMIT").expect("unlock the log");
+        drop(writer);
+        drop(thread);
+
+        let entries = log.query(&AuditQuery::default()).expect("query");
+        let statuses: Vec<_> = entries.iter().map(|e| (e.status, e.reason.as_str())).collect();
+        assert_eq!(statuses, [(CallStatus::Error, "client_closed")]);
     }
 }
