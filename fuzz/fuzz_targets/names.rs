@@ -1,5 +1,5 @@
 //! Names chosen by users and agents (`agentsecrets_core::names`), and the small parsers of
-//! CLI and header words: rates, contract modes, identity levels, call statuses.
+//! CLI and header words: session ids, rates, contract modes, identity levels, call statuses.
 //!
 //! Each name parser is checked against an oracle written from its documented rule: it
 //! accepts exactly the strings the rule allows and keeps them unchanged. `escape_for_display`
@@ -8,7 +8,9 @@
 
 use agentsecrets_core::audit::CallStatus;
 use agentsecrets_core::identity::IdentityLevel;
-use agentsecrets_core::names::{AgentName, ProjectName, SecretKey, escape_for_display};
+use agentsecrets_core::names::{
+    AgentName, ProjectName, SecretKey, escape_for_display, is_valid_session_id,
+};
 use agentsecrets_core::policy::{ContractMode, parse_rate};
 use libfuzzer_sys::fuzz_target;
 
@@ -60,6 +62,12 @@ fuzz_target!(|raw: &str| {
             check_message(&err.to_string());
         }
     }
+
+    // Session ids: 1 to 128 bytes, every one printable ASCII other than space.
+    let session_rule = !raw.is_empty()
+        && raw.len() <= 128
+        && raw.bytes().all(|b| (b'!'..=b'~').contains(&b));
+    assert_eq!(is_valid_session_id(raw), session_rule, "session id rule");
 
     let shown = escape_for_display(raw);
     assert!(shown.starts_with('\'') && shown.ends_with('\''));

@@ -30,6 +30,12 @@ impl NameError {
     }
 }
 
+/// Whether `raw` is a usable session id: a caller-chosen label of 1 to 128 printable
+/// ASCII characters without spaces, so it can sit in a header, a log line and a table.
+pub fn is_valid_session_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Renders untrusted text for a message: quoted, at most 70 characters, with control
 /// characters and non-ASCII escaped.
 pub fn escape_for_display(raw: &str) -> String {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use agentsecrets_core::audit::{CallStatus, Transport};
 use agentsecrets_core::identity::IdentityLevel;
 use agentsecrets_core::inject::{self, InjectError, InjectStyle, Injection};
-use agentsecrets_core::names::SecretKey;
+use agentsecrets_core::names::{self, SecretKey};
 use agentsecrets_core::net::{Target, TargetError, host_allowed};
 use agentsecrets_core::policy::{Contract, ContractMode};
 use agentsecrets_core::redact::RedactionSet;
@@ -681,7 +681,7 @@ impl Engine {
             identity_level: IdentityLevel::Anonymous,
             token_id: None,
             token_fingerprint: None,
-            session_id: spec.session_id.clone().filter(|s| valid_session_id(s)),
+            session_id: spec.session_id.clone().filter(|s| names::is_valid_session_id(s)),
             transport: self.config.transport,
             method: spec.method.to_ascii_uppercase().chars().take(16).collect(),
             target_url: String::new(),
@@ -853,15 +853,11 @@ fn redaction_set<'a>(values: impl Iterator<Item = &'a SecretValue>) -> Redaction
     RedactionSet::new(patterns)
 }
 
-/// Session ids are caller-chosen labels: 1 to 128 printable ASCII without spaces.
-fn valid_session_id(raw: &str) -> bool {
-    !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Refuses a session id that breaks [`valid_session_id`]; the bad value is never quoted.
+/// Refuses a session id that breaks [`names::is_valid_session_id`]; the bad value is
+/// never quoted.
 fn check_session_id(raw: Option<&str>) -> Result<(), Refusal> {
     match raw {
-        Some(raw) if !valid_session_id(raw) => Err(Refusal::bad_request(
+        Some(raw) if !names::is_valid_session_id(raw) => Err(Refusal::bad_request(
             "invalid session id: use 1 to 128 printable ASCII characters without spaces \
              (X-AS-Session-ID, --session-id or AGENTSECRETS_SESSION_ID)",
         )),
