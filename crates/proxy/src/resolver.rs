@@ -24,7 +24,10 @@ pub enum SsrfError {
     #[error("cannot resolve host {0}")]
     Unresolved(String),
     /// An address is not public.
-    #[error("host {host} resolves to a {class} address, which the proxy never calls")]
+    #[error(
+        "host {host} resolves to a {class} address, which the proxy refuses{}",
+        local_hint(class)
+    )]
     NonPublic {
         /// The host.
         host: String,
@@ -34,6 +37,16 @@ pub enum SsrfError {
     /// The target is the proxy itself.
     #[error("host {0} is the proxy's own address")]
     SelfTarget(String),
+}
+
+/// How to reach a local test server, for the one refused class that can be opened up.
+fn local_hint(class: &str) -> &'static str {
+    if class == "loopback" {
+        " (for a local test server: proxy start --allow-local-http, or \
+         AGENTSECRETS_ALLOW_LOCAL_HTTP=1 for call and env without a proxy)"
+    } else {
+        ""
+    }
 }
 
 /// Resolves and vets hosts; also the HTTP client's resolver.
