@@ -62,7 +62,16 @@ fuzz_target!(|input: Input| {
                 Err(_) => {}
             }
         }
-        Input::Issued { workspace, id, agent, issued_at, expires_at, now, mutate_at, mutate_to } => {
+        Input::Issued {
+            workspace,
+            id,
+            agent,
+            issued_at,
+            expires_at,
+            now,
+            mutate_at,
+            mutate_to,
+        } => {
             let workspace = map(workspace.into_iter().take(16), WORKSPACE_CHARS);
             if workspace.is_empty() {
                 return;

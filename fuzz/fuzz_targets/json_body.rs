@@ -6,8 +6,9 @@
 //! through objects (or missing keys), injection succeeds, the output is JSON, the value at
 //! the path is the secret as a string, and every other key at every level of the path is
 //! unchanged; otherwise it fails. Paths are at most `MAX_BODY_PATH_SEGMENTS` deep (a deeper
-//! one overflowed the stack when the body was serialized). A non-UTF-8 value is always refused. Form and query
-//! injection leave exactly one pair of that name, holding the value, after the kept pairs.
+//! one overflowed the stack when the body was serialized). A non-UTF-8 value is always
+//! refused. Form and query injection leave exactly one pair of that name, holding the
+//! value, after the kept pairs.
 #![no_main]
 
 use agentsecrets_core::inject::{
@@ -32,7 +33,8 @@ fuzz_target!(|input: Input| {
     let value = SecretValue::new(input.value.clone());
     let text = std::str::from_utf8(&input.value).ok();
 
-    let Ok(injection) = Injection::from_header(&format!("Body-{}", input.suffix), "FUZZ_KEY") else {
+    let Ok(injection) = Injection::from_header(&format!("Body-{}", input.suffix), "FUZZ_KEY")
+    else {
         return;
     };
     let InjectStyle::Body(path) = &injection.style else { panic!("Body- parsed as another style") };

@@ -64,14 +64,16 @@ fuzz_target!(|raw: &str| {
     }
 
     // Session ids: 1 to 128 bytes, every one printable ASCII other than space.
-    let session_rule = !raw.is_empty()
-        && raw.len() <= 128
-        && raw.bytes().all(|b| (b'!'..=b'~').contains(&b));
+    let session_rule =
+        !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| (b'!'..=b'~').contains(&b));
     assert_eq!(is_valid_session_id(raw), session_rule, "session id rule");
 
     let shown = escape_for_display(raw);
     assert!(shown.starts_with('\'') && shown.ends_with('\''));
-    assert!(shown.bytes().all(|b| b.is_ascii() && !b.is_ascii_control()), "escape let a control through");
+    assert!(
+        shown.bytes().all(|b| b.is_ascii() && !b.is_ascii_control()),
+        "escape let a control through"
+    );
     // 64 characters, each at most `\u{10ffff}` (10 bytes), plus `...` and the quotes.
     assert!(shown.len() <= 64 * 10 + 5);
 

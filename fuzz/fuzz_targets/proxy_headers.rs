@@ -63,13 +63,16 @@ fuzz_target!(|input: Input| {
         } else {
             prefix.to_owned()
         };
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) else {
+        let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value))
+        else {
             continue;
         };
         headers.append(name, value);
     }
 
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
+    let text =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
     if let Ok(spec) = call_spec(&headers, &input.method) {
         assert!(!spec.target.is_empty());
         assert_eq!(Some(&spec.target), text("x-as-target-url").as_ref());
@@ -81,7 +84,10 @@ fuzz_target!(|input: Input| {
                 let lower = name.to_ascii_lowercase();
                 assert!(!lower.starts_with("x-as-"), "injection may set a control header");
                 assert!(!matches!(lower.as_str(), "host" | "content-length" | "transfer-encoding"));
-                assert!(HeaderName::from_bytes(name.as_bytes()).is_ok(), "injected header name invalid");
+                assert!(
+                    HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                    "injected header name invalid"
+                );
             }
         }
         assert_round_trip(&spec.injections);
@@ -99,7 +105,10 @@ fuzz_target!(|input: Input| {
         assert!(!lower.starts_with("x-as-"), "a control header would go upstream");
         assert!(!is_hop_by_hop(name), "a hop-by-hop header would go upstream");
         assert!(!matches!(lower, "host" | "content-length"));
-        assert!(!named.iter().any(|n| n == lower), "a header named by Connection would go upstream");
+        assert!(
+            !named.iter().any(|n| n == lower),
+            "a header named by Connection would go upstream"
+        );
     }
     let encodings: Vec<_> = out.get_all("accept-encoding").iter().collect();
     assert_eq!(encodings, [HeaderValue::from_static("identity")]);

@@ -34,9 +34,16 @@ const MAX_BODY: usize = 4096;
 #[derive(Arbitrary, Debug)]
 enum Piece {
     Filler(Vec<u8>),
-    Secret { which: u8, form: u8 },
+    Secret {
+        which: u8,
+        form: u8,
+    },
     /// A prefix of an encoded secret: a near miss that must be kept.
-    Partial { which: u8, form: u8, cut: u8 },
+    Partial {
+        which: u8,
+        form: u8,
+        cut: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -82,7 +89,8 @@ fuzz_target!(|input: Input| {
         }
     }
 
-    let mut offsets: Vec<usize> = input.cuts.iter().map(|&c| usize::from(c) % (body.len() + 1)).collect();
+    let mut offsets: Vec<usize> =
+        input.cuts.iter().map(|&c| usize::from(c) % (body.len() + 1)).collect();
     offsets.sort_unstable();
     offsets.push(body.len());
 
@@ -159,13 +167,16 @@ fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
         forms.push(serde.as_bytes().to_vec());
         forms.push(reescape(&|c| (c == '/').then(|| "\\/".to_owned())));
         // Python's ensure_ascii: non-ASCII and DEL escaped; lower and upper-case hex.
-        let python = reescape(&|c| if c == '\u{7f}' { Some(utf16_escape(c)) } else { non_ascii(c) });
+        let python =
+            reescape(&|c| if c == '\u{7f}' { Some(utf16_escape(c)) } else { non_ascii(c) });
         forms.push(upper_hex_escapes(&python));
         forms.push(python);
         // PHP: non-ASCII and `/` escaped, DEL literal.
         forms.push(reescape(&|c| if c == '/' { Some("\\/".to_owned()) } else { non_ascii(c) }));
         // Go: `<`, `>`, `&`, U+2028 and U+2029 escaped.
-        forms.push(reescape(&|c| matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}').then(|| utf16_escape(c))));
+        forms.push(reescape(&|c| {
+            matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}').then(|| utf16_escape(c))
+        }));
     }
     forms
 }

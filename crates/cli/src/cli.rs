@@ -403,7 +403,11 @@ pub struct ProxyStartArgs {
     #[arg(long, env = "AGENTSECRETS_PORT", default_value_t = 8765)]
     pub port: u16,
     /// Allow plain-HTTP calls to loopback targets (for local testing).
-    #[arg(long, env = "AGENTSECRETS_ALLOW_LOCAL_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(
+        long,
+        env = "AGENTSECRETS_ALLOW_LOCAL_HTTP",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub allow_local_http: bool,
     /// Do not require X-AS-Session-Token on /proxy (any local process may call).
     #[arg(long)]

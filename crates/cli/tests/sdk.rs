@@ -581,7 +581,8 @@ async fn a_policy_set_from_the_sdk_binds_the_next_call_and_explain_says_why() {
 
     let unknown = admin.set_policy("ghost", &Contract::default()).await;
     assert!(
-        matches!(&unknown, Err(Error::Command { message, .. }) if message.contains("agent register")),
+        matches!(&unknown, Err(Error::Command { message, .. })
+            if message.contains("agent register")),
         "{unknown:?}"
     );
     let run: Vec<Value> =

@@ -177,7 +177,10 @@ impl AuditEntry {
     }
 
     /// The one-line rendering of `log list` and `proxy logs` on a terminal:
-    /// `14:22:01  billing-tool   issued    STRIPE_KEY  api.stripe.com  POST /v1/charges  200  143ms`.
+    ///
+    /// ```text
+    /// 14:22:01  billing-tool   issued    STRIPE_KEY  api.stripe.com  POST /v1/charges  200  143ms
+    /// ```
     pub fn one_line(&self) -> String {
         let time = self.timestamp.get(11..19).unwrap_or(&self.timestamp);
         let agent = self.agent_id.as_deref().unwrap_or("(anonymous)");
@@ -190,7 +193,8 @@ impl AuditEntry {
             (status, _) => format!("{} {}", status.as_str(), self.reason),
         };
         format!(
-            "{time}  {agent:<14} {level:<9} {keys:<11} {domain:<15} {method:<4} {path}  {outcome}  {ms}ms",
+            "{time}  {agent:<14} {level:<9} {keys:<11} {domain:<15} {method:<4} {path}  \
+             {outcome}  {ms}ms",
             level = self.identity_level.as_str(),
             domain = self.domain,
             method = self.method,

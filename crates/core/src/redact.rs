@@ -515,7 +515,8 @@ mod tests {
 
     #[test]
     fn json_ascii_forms_escape_like_python() {
-        // Python: json.dumps("x\x7f\u2028<é😀\x1f/") == r'"x\u007f\u2028<\u00e9\ud83d\ude00\u001f/"'
+        // Python: json.dumps("x\x7f\u2028<é😀\x1f/")
+        //   == r'"x\u007f\u2028<\u00e9\ud83d\ude00\u001f/"'
         let forms = json_forms("x\u{7f}\u{2028}<é😀\u{1f}/");
         let lower = br"x\u007f\u2028<\u00e9\ud83d\ude00\u001f/";
         let upper = br"x\u007F\u2028<\u00E9\uD83D\uDE00\u001F/";

@@ -630,7 +630,8 @@ impl AuditLog {
         let (clause, values) = where_clause(query);
         let limit = query.last.map_or(-1, |n| n as i64);
         let sql = format!(
-            "SELECT * FROM (SELECT {COLUMNS} FROM audit_log {clause} ORDER BY seq DESC LIMIT {limit}) \
+            "SELECT * FROM \
+             (SELECT {COLUMNS} FROM audit_log {clause} ORDER BY seq DESC LIMIT {limit}) \
              ORDER BY seq"
         );
         let conn = self.conn();

@@ -265,7 +265,8 @@ impl Vault {
             let at = now();
             let revoked = conn
                 .execute(
-                    "UPDATE agent_tokens SET revoked_at = ?2 WHERE agent_row = ?1 AND revoked_at IS NULL",
+                    "UPDATE agent_tokens SET revoked_at = ?2 \
+                     WHERE agent_row = ?1 AND revoked_at IS NULL",
                     params![row, at],
                 )
                 .map_err(|e| self.err(e))?;
@@ -430,7 +431,8 @@ impl Vault {
     fn live_agent_row(&self, conn: &Connection, name: &str, create: bool) -> Result<Option<i64>> {
         let found: Option<i64> = conn
             .query_row(
-                "SELECT id FROM agents WHERE workspace_id = ?1 AND name = ?2 AND deleted_at IS NULL",
+                "SELECT id FROM agents \
+                 WHERE workspace_id = ?1 AND name = ?2 AND deleted_at IS NULL",
                 params![self.workspace_id(), name],
                 |r| r.get(0),
             )

@@ -298,7 +298,8 @@ impl Vault {
                 let (nonce, sealed) =
                     self.key.seal(value.expose(), &secret_aad(project.id, name.as_str()));
                 conn.execute(
-                    "INSERT INTO secrets (project_id, name, nonce, ciphertext, created_at, updated_at) \
+                    "INSERT INTO secrets \
+                     (project_id, name, nonce, ciphertext, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
                      ON CONFLICT (project_id, name) DO UPDATE SET \
                      nonce = excluded.nonce, ciphertext = excluded.ciphertext, \
