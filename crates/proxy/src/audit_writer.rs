@@ -114,16 +114,15 @@ fn write_batches(log: &AuditLog, queue: &mpsc::Receiver<Job>) {
 }
 
 fn commit(log: &AuditLog, batch: Vec<Job>) {
+    let pending = pending_outcome();
     let mut completions: Vec<(&str, &Outcome)> = Vec::new();
-    let mut begins: Vec<&NewAuditEntry> = Vec::new();
+    let mut appends: Vec<(&NewAuditEntry, &Outcome)> = Vec::new();
     for job in &batch {
         match job {
-            Job::Begin { entry, .. } => begins.push(entry),
+            Job::Begin { entry, .. } => appends.push((entry, &pending)),
             Job::Complete { id, outcome } => completions.push((id, outcome)),
         }
     }
-    let pending = pending_outcome();
-    let appends: Vec<(&NewAuditEntry, &Outcome)> = begins.iter().map(|e| (*e, &pending)).collect();
 
     let result = log.commit_batch(&completions, &appends).map_err(Arc::new);
     if let Err(err) = &result
@@ -131,12 +130,8 @@ fn commit(log: &AuditLog, batch: Vec<Job>) {
     {
         tracing::error!(error = %err, entries = completions.len(), "cannot settle audit entries");
     }
-    drop((completions, appends, begins));
 
-    let mut ids = match result {
-        Ok(ids) => Ok(ids.into_iter()),
-        Err(err) => Err(err),
-    };
+    let mut ids = result.map(Vec::into_iter);
     let mut abandoned = Vec::new();
     for job in batch {
         if let Job::Begin { done, .. } = job {
